@@ -1,0 +1,47 @@
+# Flotilla — the README's commands call these targets.
+#
+# The build cache lives outside the clone so a fresh checkout (CI, a second
+# worktree) reuses the ~12 minute RocksDB C++ build. A cold cache is slower,
+# never wrong. Override with CARGO_TARGET_DIR=... make test.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/flotilla-target
+CARGO ?= cargo
+# Simulation seeds per test binary run by `make test` (see README).
+export SIM_SEEDS ?=
+
+.PHONY: deps run test lint fmt bench clean
+
+# Installs what the build and tests need when it is missing: clang and
+# libclang (bindgen and the C++ build of RocksDB), redis-tools (the RESP
+# integration tests drive redis-cli / redis-benchmark).
+deps:
+	@missing=""; \
+	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \
+	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
+	command -v c++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	command -v make >/dev/null 2>&1 || missing="$$missing make"; \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing$$missing"; \
+		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@command -v cargo >/dev/null 2>&1 || { echo "make deps: cargo not found; install Rust (https://rustup.rs) first"; exit 1; }
+
+run: deps
+	$(CARGO) run --release -p flotilla-bench --bin flotilla-demo
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# clippy runs in release mode too so it shares the RocksDB build with the tests.
+test: lint
+	$(CARGO) test --release --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: deps
+	$(CARGO) bench -p flotilla-bench
+
+clean:
+	$(CARGO) clean

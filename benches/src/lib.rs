@@ -1,0 +1,1 @@
+//! `flotilla-bench`: the load benchmark tool and micro-benchmarks.
