@@ -5,7 +5,16 @@
 //! The core only reads through this trait. Writes happen outside: the caller
 //! persists what a `Ready` hands out and then calls `advance`.
 
-use crate::types::{ConfState, Entry, HardState, Index, Snapshot, Term};
+use crate::types::{ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+
+/// Index of the bootstrap snapshot every initial replica of a group starts
+/// from. The initial membership lives in that snapshot rather than in log
+/// entries, so a replica created empty later (index 0) can never replay the
+/// log from the start without it: the leader finds index 1 compacted and
+/// sends a snapshot, which carries the configuration.
+pub const BOOTSTRAP_INDEX: Index = 5;
+/// Term of the bootstrap snapshot.
+pub const BOOTSTRAP_TERM: Term = 5;
 
 /// Why a log read failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,12 +75,27 @@ pub struct MemStore {
 }
 
 impl MemStore {
-    /// A store for a new group whose initial voters are `voters`.
+    /// A store for a new group whose initial voters are `voters`: it starts
+    /// from the bootstrap snapshot (see [`BOOTSTRAP_INDEX`]).
     pub fn new_with_voters(voters: impl IntoIterator<Item = u64>) -> Self {
-        let mut store = MemStore::default();
-        store.conf_state = ConfState::with_voters(voters);
-        store.snapshot.meta.conf_state = store.conf_state.clone();
-        store
+        let conf_state = ConfState::with_voters(voters);
+        MemStore {
+            hard_state: HardState {
+                term: BOOTSTRAP_TERM,
+                vote: 0,
+                commit: BOOTSTRAP_INDEX,
+            },
+            snapshot: Snapshot {
+                meta: SnapshotMeta {
+                    index: BOOTSTRAP_INDEX,
+                    term: BOOTSTRAP_TERM,
+                    conf_state: conf_state.clone(),
+                },
+                data: bytes::Bytes::new(),
+            },
+            conf_state,
+            entries: Vec::new(),
+        }
     }
 
     /// The hard state last set.
@@ -178,7 +202,7 @@ impl MemStore {
         let drop = (index + 1 - self.offset()) as usize;
         self.entries.drain(..drop);
         self.snapshot = Snapshot {
-            meta: crate::types::SnapshotMeta {
+            meta: SnapshotMeta {
                 index,
                 term,
                 conf_state,
@@ -251,7 +275,7 @@ mod tests {
 
     #[test]
     fn append_overwrites_suffix_and_refuses_gaps() {
-        let mut store = MemStore::new_with_voters([1, 2, 3]);
+        let mut store = MemStore::default();
         store.append(&entries(1..=5, 1)).unwrap();
         store.append(&entries(4..=6, 2)).unwrap();
         assert_eq!(store.last_index().unwrap(), 6);
@@ -262,7 +286,7 @@ mod tests {
 
     #[test]
     fn compact_keeps_term_of_compaction_point() {
-        let mut store = MemStore::new_with_voters([1]);
+        let mut store = MemStore::default();
         store.append(&entries(1..=10, 3)).unwrap();
         store
             .compact(6, ConfState::with_voters([1]), bytes::Bytes::new())

@@ -304,7 +304,11 @@ pub enum MessageBody {
     /// of responses echoing `seq` confirms leadership for every read that
     /// began before the round, and starts the leader lease. `quiesce` asks
     /// the follower to stop ticking (the group is idle and caught up).
-    Heartbeat { commit: Index, seq: u64, quiesce: bool },
+    Heartbeat {
+        commit: Index,
+        seq: u64,
+        quiesce: bool,
+    },
     /// Follower's answer to a heartbeat, echoing `seq`.
     HeartbeatResponse { seq: u64 },
     /// Leader sends a snapshot (metadata; data per [`Snapshot`]).

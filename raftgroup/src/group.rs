@@ -1,0 +1,579 @@
+//! [`RaftGroup`]: one replica of one group, its public API, and the
+//! Ready/advance cycle. The protocol itself lives in the sibling modules:
+//! `election` (roles, votes, ticks), `replication` (appends, heartbeats,
+//! snapshots, commit), `reads` (ReadIndex and lease) and `membership`
+//! (configuration changes and leadership transfer).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::log::RaftLog;
+pub use crate::progress::ProgressState;
+use crate::progress::{Inflights, Progress};
+use crate::rng::SplitMix64;
+use crate::store::LogStore;
+use crate::types::{
+    ConfChange, ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, ReadState,
+    ReplicaId, Role, Snapshot, SoftState, Term, NO_REPLICA,
+};
+
+/// A read waiting for a quorum to confirm leadership (or for the leader to
+/// commit an entry of its term).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRead {
+    pub(crate) context: Bytes,
+    /// Who asked: this replica or a follower that forwarded it.
+    pub(crate) from: ReplicaId,
+    /// Commit index when the read arrived; the read is served at it.
+    pub(crate) index: Index,
+    /// Heartbeat round that must be acknowledged by a quorum; 0 until the
+    /// read is assigned to a round.
+    pub(crate) seq: u64,
+}
+
+/// One replica of one Raft group.
+pub struct RaftGroup<S: LogStore> {
+    pub(crate) id: ReplicaId,
+    pub(crate) config: Config,
+    pub(crate) log: RaftLog<S>,
+    pub(crate) term: Term,
+    pub(crate) vote: ReplicaId,
+    pub(crate) role: Role,
+    pub(crate) leader: ReplicaId,
+    pub(crate) conf: ConfState,
+    /// Leader only: every member's progress, this replica's included.
+    pub(crate) progress: BTreeMap<ReplicaId, Progress>,
+    /// Candidate / pre-candidate: votes received.
+    pub(crate) votes: BTreeMap<ReplicaId, bool>,
+
+    pub(crate) ticks_election_elapsed: u32,
+    pub(crate) ticks_heartbeat_elapsed: u32,
+    pub(crate) ticks_election_randomized: u32,
+    /// Ticks since creation; only used to time the leader lease.
+    pub(crate) tick_now: u64,
+    pub(crate) rng: SplitMix64,
+
+    /// Messages that may be sent at once.
+    pub(crate) messages: Vec<Message>,
+    /// Messages that must wait until this Ready's state is persisted.
+    pub(crate) messages_after_persist: Vec<Message>,
+    /// A broadcast of appends is due (deferred to `ready` so that many
+    /// proposals share one message per follower).
+    pub(crate) broadcast_due: bool,
+
+    /// Index of the last configuration change proposed (leader).
+    pub(crate) pending_conf_index: Index,
+    pub(crate) uncommitted_bytes: u64,
+    pub(crate) transfer_target: ReplicaId,
+    pub(crate) ticks_transfer_elapsed: u32,
+
+    /// Leader: current heartbeat round and the tick each recent one began.
+    pub(crate) heartbeat_seq: u64,
+    pub(crate) heartbeat_seq_ticks: VecDeque<(u64, u64)>,
+    pub(crate) pending_reads: VecDeque<PendingRead>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) reads_dropped: Vec<Bytes>,
+
+    pub(crate) quiesced: bool,
+    prev_soft: SoftState,
+    prev_hard: HardState,
+}
+
+/// What the caller must do after stepping a group, in this order:
+/// persist `snapshot`, `entries` and `hard_state` (atomically, or at least
+/// the hard state last); send `messages` (may go before persisting);
+/// send `messages_after_persist` (only after persisting); apply `snapshot`
+/// then `committed_entries`; answer `read_states`; then call
+/// [`RaftGroup::advance`].
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub soft_state: Option<SoftState>,
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader, to persist and install.
+    pub snapshot: Option<Snapshot>,
+    /// Entries to append to the log (overwriting from the first one's index).
+    pub entries: Vec<Entry>,
+    pub messages: Vec<Message>,
+    pub messages_after_persist: Vec<Message>,
+    /// Committed entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Reads that are now safe once `index` is applied.
+    pub read_states: Vec<ReadState>,
+    /// Contexts of reads that will never complete here (leadership lost):
+    /// the caller should retry them elsewhere.
+    pub reads_dropped: Vec<Bytes>,
+    persist_to: Option<(Index, Term)>,
+    snapshot_index: Option<Index>,
+    apply_to: Option<Index>,
+}
+
+impl Ready {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.hard_state.is_none()
+            && self.snapshot.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.messages_after_persist.is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+            && self.reads_dropped.is_empty()
+    }
+
+    /// Whether anything must reach stable storage before
+    /// `messages_after_persist` go out.
+    pub fn must_persist(&self) -> bool {
+        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+    }
+}
+
+/// A member's replication progress, as reported by [`RaftGroup::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressStatus {
+    pub id: ReplicaId,
+    pub matched: Index,
+    pub next: Index,
+    pub state: ProgressState,
+    pub is_learner: bool,
+    pub recent_active: bool,
+}
+
+/// A snapshot of a replica's state for observers (status pages, tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub id: ReplicaId,
+    pub role: Role,
+    pub term: Term,
+    pub vote: ReplicaId,
+    pub leader: ReplicaId,
+    pub commit: Index,
+    pub applied: Index,
+    pub first_index: Index,
+    pub last_index: Index,
+    pub conf_state: ConfState,
+    /// Leader only.
+    pub progress: Vec<ProgressStatus>,
+    pub transfer_target: ReplicaId,
+    pub quiesced: bool,
+}
+
+impl<S: LogStore> RaftGroup<S> {
+    /// Starts (or restarts) a replica from what `store` holds. The
+    /// configuration is validated; a replica always starts as a follower.
+    pub fn new(config: Config, store: S) -> Result<Self, Error> {
+        config.validate()?;
+        let (hard_state, conf) = store.initial_state()?;
+        let log = RaftLog::new(store, hard_state.commit, config.applied)?;
+        let prev_hard = HardState {
+            term: hard_state.term,
+            vote: hard_state.vote,
+            commit: log.committed,
+        };
+        let mut group = RaftGroup {
+            id: config.id,
+            rng: SplitMix64::new(config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            config,
+            log,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: NO_REPLICA,
+            conf,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            ticks_election_elapsed: 0,
+            ticks_heartbeat_elapsed: 0,
+            ticks_election_randomized: 0,
+            tick_now: 0,
+            messages: Vec::new(),
+            messages_after_persist: Vec::new(),
+            broadcast_due: false,
+            pending_conf_index: 0,
+            uncommitted_bytes: 0,
+            transfer_target: NO_REPLICA,
+            ticks_transfer_elapsed: 0,
+            heartbeat_seq: 0,
+            heartbeat_seq_ticks: VecDeque::new(),
+            pending_reads: VecDeque::new(),
+            read_states: Vec::new(),
+            reads_dropped: Vec::new(),
+            quiesced: false,
+            prev_soft: SoftState {
+                role: Role::Follower,
+                leader: NO_REPLICA,
+                term: hard_state.term,
+            },
+            prev_hard,
+        };
+        group.become_follower(hard_state.term, NO_REPLICA);
+        Ok(group)
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// The log store (the persisted log).
+    pub fn store(&self) -> &S {
+        &self.log.store
+    }
+
+    /// Mutable access to the log store, for persisting what a Ready hands
+    /// out and for compaction.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.log.store
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Is this replica the leader?
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    /// The known leader, or [`NO_REPLICA`].
+    pub fn leader(&self) -> ReplicaId {
+        self.leader
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> Index {
+        self.log.committed
+    }
+
+    /// The index the application confirmed applied.
+    pub fn applied_index(&self) -> Index {
+        self.log.applied
+    }
+
+    /// First index still in the log (persisted or not).
+    pub fn first_index(&self) -> Index {
+        self.log.first_index().unwrap_or(0)
+    }
+
+    /// Last index in the log (persisted or not).
+    pub fn last_index(&self) -> Index {
+        self.log.last_index().unwrap_or(0)
+    }
+
+    /// Entries in `[low, high)` from the whole log, persisted or not (for
+    /// inspection and tests; the engine reads its store directly).
+    pub fn log_entries(&self, low: Index, high: Index) -> Result<Vec<Entry>, Error> {
+        Ok(self.log.entries(low, high, u64::MAX)?)
+    }
+
+    /// Term of the entry at `index` in the whole log.
+    pub fn log_term(&self, index: Index) -> Result<Term, Error> {
+        Ok(self.log.term(index)?)
+    }
+
+    /// The current configuration (as of the applied index).
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf
+    }
+
+    /// Propose an application command. Returns its log index; it is
+    /// committed when it appears in a Ready's `committed_entries` with the
+    /// same index and this term.
+    pub fn propose(&mut self, data: Bytes) -> Result<Index, Error> {
+        self.propose_entry(EntryKind::Normal, data)
+    }
+
+    pub(crate) fn propose_entry(&mut self, kind: EntryKind, data: Bytes) -> Result<Index, Error> {
+        self.wake();
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.transfer_target != NO_REPLICA {
+            return Err(Error::TransferInProgress {
+                target: self.transfer_target,
+            });
+        }
+        let size = data.len() as u64;
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes + size > self.config.uncommitted_bytes_max
+        {
+            return Err(Error::Busy {
+                uncommitted_bytes: self.uncommitted_bytes,
+                limit: self.config.uncommitted_bytes_max,
+            });
+        }
+        let index = self.log.last_index()? + 1;
+        self.log.append(&[Entry {
+            term: self.term,
+            index,
+            kind,
+            data,
+        }]);
+        self.uncommitted_bytes += size;
+        self.broadcast_due = true;
+        Ok(index)
+    }
+
+    /// Is there anything for [`RaftGroup::ready`] to hand out?
+    pub fn has_ready(&self) -> bool {
+        self.broadcast_due
+            || self.soft_state() != self.prev_soft
+            || self.hard_state() != self.prev_hard
+            || self.log.unstable_snapshot().is_some()
+            || !self.log.unstable_entries().is_empty()
+            || !self.messages.is_empty()
+            || !self.messages_after_persist.is_empty()
+            || self.log.has_next_committed()
+            || !self.read_states.is_empty()
+            || !self.reads_dropped.is_empty()
+            || self
+                .pending_reads
+                .iter()
+                .any(|r| r.seq == 0 && self.term_committed())
+    }
+
+    pub(crate) fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+            term: self.term,
+        }
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    /// Takes everything there is to persist, send and apply.
+    pub fn ready(&mut self) -> Ready {
+        if self.broadcast_due {
+            self.broadcast_due = false;
+            self.broadcast_append();
+        }
+        self.start_read_round();
+        let mut ready = Ready::default();
+        let soft = self.soft_state();
+        if soft != self.prev_soft {
+            ready.soft_state = Some(soft);
+            self.prev_soft = soft;
+        }
+        let hard = self.hard_state();
+        if hard != self.prev_hard {
+            ready.hard_state = Some(hard);
+            self.prev_hard = hard;
+        }
+        if let Some(snapshot) = self.log.unstable_snapshot() {
+            ready.snapshot_index = Some(snapshot.meta.index);
+            ready.snapshot = Some(snapshot.clone());
+        }
+        ready.entries = self.log.unstable_entries().to_vec();
+        if let Some(last) = ready.entries.last() {
+            ready.persist_to = Some((last.index, last.term));
+        }
+        ready.messages = std::mem::take(&mut self.messages);
+        ready.messages_after_persist = std::mem::take(&mut self.messages_after_persist);
+        // A committed, persisted entry that cannot be read means the store
+        // is broken: hand out nothing; the engine sees the same error on
+        // its own reads of the store and stops the replica.
+        if let Ok(entries) = self
+            .log
+            .next_committed_entries(self.config.committed_bytes_per_ready_max)
+        {
+            if let Some(last) = entries.last() {
+                ready.apply_to = Some(last.index);
+                self.log.applying = last.index;
+            }
+            if self.role == Role::Leader {
+                let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
+                self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
+            }
+            ready.committed_entries = entries;
+        }
+        ready.read_states = std::mem::take(&mut self.read_states);
+        ready.reads_dropped = std::mem::take(&mut self.reads_dropped);
+        ready
+    }
+
+    /// The caller persisted and applied everything in `ready`.
+    pub fn advance(&mut self, ready: Ready) {
+        let apply_to = ready.apply_to;
+        self.advance_append(ready);
+        if let Some(index) = apply_to {
+            self.advance_apply_to(index);
+        }
+    }
+
+    /// The caller persisted `ready`'s snapshot, entries and hard state (and
+    /// installed the snapshot in its state machine); committed entries are
+    /// still being applied (report with [`RaftGroup::advance_apply_to`]).
+    pub fn advance_append(&mut self, ready: Ready) {
+        if let Some(index) = ready.snapshot_index {
+            self.log.stable_snapshot_to(index);
+            self.log.applying = self.log.applying.max(index);
+            self.log.applied = self.log.applied.max(index);
+        }
+        if let Some((index, term)) = ready.persist_to {
+            self.log.stable_to(index, term);
+        }
+        if self.role == Role::Leader {
+            let persisted = self.log.persisted_index();
+            let id = self.id;
+            let updated = match self.progress.get_mut(&id) {
+                Some(pr) => pr.maybe_update(persisted),
+                None => false,
+            };
+            if updated && self.maybe_commit() {
+                self.broadcast_due = true;
+            }
+        }
+    }
+
+    /// The application applied every entry up to `index`.
+    pub fn advance_apply_to(&mut self, index: Index) {
+        if index > self.log.applied {
+            self.log.applied = index.min(self.log.applying.max(self.log.applied));
+        }
+    }
+
+    /// The outcome of sending a snapshot to `to` (leader only).
+    pub fn report_snapshot(&mut self, to: ReplicaId, success: bool) {
+        if let Some(pr) = self.progress.get_mut(&to) {
+            if pr.state == ProgressState::Snapshot {
+                if !success {
+                    pr.pending_snapshot = 0;
+                }
+                pr.become_probe();
+                // Wait for the follower's answer (or a heartbeat) before
+                // probing, so a failed snapshot is not resent in a loop.
+                pr.probe_sent = true;
+            }
+        }
+    }
+
+    /// The transport could not reach `to` (leader only): stop streaming to
+    /// it and probe again.
+    pub fn report_unreachable(&mut self, to: ReplicaId) {
+        if let Some(pr) = self.progress.get_mut(&to) {
+            if pr.state == ProgressState::Replicate {
+                pr.become_probe();
+            }
+        }
+    }
+
+    /// The state of this replica.
+    pub fn status(&self) -> Status {
+        let progress = if self.role == Role::Leader {
+            self.progress
+                .iter()
+                .map(|(&id, pr)| ProgressStatus {
+                    id,
+                    matched: pr.matched,
+                    next: pr.next,
+                    state: pr.state,
+                    is_learner: pr.is_learner,
+                    recent_active: pr.recent_active,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit: self.log.committed,
+            applied: self.log.applied,
+            first_index: self.log.first_index().unwrap_or(0),
+            last_index: self.log.last_index().unwrap_or(0),
+            conf_state: self.conf.clone(),
+            progress,
+            transfer_target: self.transfer_target,
+            quiesced: self.quiesced,
+        }
+    }
+
+    /// Queue a message. Leaders' messages may leave before the local
+    /// persist (their disk write and the followers' run in parallel); all
+    /// others answer or request based on state that must be durable first.
+    pub(crate) fn send(&mut self, to: ReplicaId, body: MessageBody) {
+        let message = Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        };
+        if self.role == Role::Leader {
+            self.messages.push(message);
+        } else {
+            self.messages_after_persist.push(message);
+        }
+    }
+
+    /// Like [`Self::send`] with an explicit term (vote answers).
+    pub(crate) fn send_with_term(&mut self, to: ReplicaId, term: Term, body: MessageBody) {
+        self.messages_after_persist.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    pub(crate) fn new_progress(&self, next: Index, is_learner: bool) -> Progress {
+        Progress::new(
+            next,
+            Inflights::new(
+                self.config.inflight_messages_max,
+                self.config.inflight_bytes_max,
+            ),
+            is_learner,
+        )
+    }
+
+    /// Has the leader committed an entry of its own term? Until then it
+    /// may not know the full commit index (§8), so it serves no reads and
+    /// proposes no configuration change.
+    pub(crate) fn term_committed(&self) -> bool {
+        matches!(self.log.term(self.log.committed), Ok(t) if t == self.term)
+    }
+
+    /// Any activity ends quiescence.
+    pub(crate) fn wake(&mut self) {
+        if self.quiesced {
+            self.quiesced = false;
+            self.ticks_election_elapsed = 0;
+            self.ticks_heartbeat_elapsed = 0;
+            for pr in self.progress.values_mut() {
+                pr.recent_active = true;
+            }
+        }
+    }
+
+    /// Used by `membership`: change in place once an entry applies.
+    pub(crate) fn set_conf(&mut self, conf: ConfState) {
+        self.conf = conf;
+    }
+
+    /// Is `change` proposable now? (membership rules; see `membership`.)
+    pub(crate) fn check_conf_change(&self, change: &ConfChange) -> Result<(), Error> {
+        self.conf.apply(change)?;
+        Ok(())
+    }
+}
