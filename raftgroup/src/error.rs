@@ -40,6 +40,9 @@ pub enum Error {
     /// A message was addressed to another replica.
     #[error("message for replica {to} delivered to replica {me}")]
     WrongRecipient { to: ReplicaId, me: ReplicaId },
+    /// Compaction would drop entries the state machine has not applied.
+    #[error("cannot compact the log to index {index}: only {applied} is applied")]
+    CompactBeyondApplied { index: Index, applied: Index },
     /// Reading the persisted log failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -161,6 +161,23 @@ pub struct Status {
     pub quiesced: bool,
 }
 
+impl RaftGroup<crate::store::MemStore> {
+    /// Compact the in-memory log up to `index`, keeping `data` as the
+    /// snapshot of the state machine at `index`. Refuses to drop entries
+    /// that are not applied yet.
+    pub fn compact(&mut self, index: Index, data: Bytes) -> Result<(), Error> {
+        if index > self.log.applied {
+            return Err(Error::CompactBeyondApplied {
+                index,
+                applied: self.log.applied,
+            });
+        }
+        let conf = self.conf.clone();
+        self.log.store.compact(index, conf, data)?;
+        Ok(())
+    }
+}
+
 impl<S: LogStore> RaftGroup<S> {
     /// Starts (or restarts) a replica from what `store` holds. The
     /// configuration is validated; a replica always starts as a follower.

@@ -45,6 +45,7 @@ mod reads;
 mod replication;
 mod rng;
 mod store;
+pub mod testkit;
 mod types;
 
 pub use config::{Config, ConfigError};

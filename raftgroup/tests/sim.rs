@@ -113,6 +113,7 @@ fn run_seed_inner(seed: u64) -> Result<Sim, Violation> {
                     };
                     if let Some(id) = target {
                         sim.crash(id);
+                        sim.wake_all();
                     }
                 }
             }
@@ -141,6 +142,8 @@ fn run_seed_inner(seed: u64) -> Result<Sim, Violation> {
                             }
                         }
                     }
+                    // The transport reports the unreachable peers.
+                    sim.wake_all();
                 }
             }
             81..=85 => sim.heal(),
@@ -154,6 +157,9 @@ fn run_seed_inner(seed: u64) -> Result<Sim, Violation> {
                 if let Some(target) = sim.rng.pick(&voters) {
                     sim.transfer(target);
                 }
+            }
+            95..=96 => {
+                sim.quiesce_leader();
             }
             91..=94 => {
                 let live = sim.live_ids();
@@ -169,6 +175,7 @@ fn run_seed_inner(seed: u64) -> Result<Sim, Violation> {
     // Heal: no more faults, every surviving replica back up.
     sim.heal();
     sim.faults = Faults::none();
+    sim.wake_all();
     for id in sim.crashed_ids() {
         sim.restart(id);
     }

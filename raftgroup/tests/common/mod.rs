@@ -140,6 +140,7 @@ pub struct Stats {
     pub leaders_elected: u64,
     pub messages_delivered: u64,
     pub messages_dropped: u64,
+    pub quiesces: u64,
 }
 
 impl Stats {
@@ -151,6 +152,7 @@ impl Stats {
         self.leaders_elected += other.leaders_elected;
         self.messages_delivered += other.messages_delivered;
         self.messages_dropped += other.messages_dropped;
+        self.quiesces += other.quiesces;
     }
 }
 
@@ -317,6 +319,28 @@ impl Sim {
     // ------------------------------------------------------------ faults
 
     /// Crash a node: everything not persisted is lost.
+    /// Quiesce the leader if the group is idle.
+    pub fn quiesce_leader(&mut self) -> bool {
+        let quiesced = match self.leader() {
+            Some(leader) => self.group_mut(leader).is_some_and(|g| g.quiesce()),
+            None => false,
+        };
+        if quiesced {
+            self.stats.quiesces += 1;
+        }
+        quiesced
+    }
+
+    /// What the engine does when the transport reports a node down: wake
+    /// every replica so a hibernating group can elect a new leader.
+    pub fn wake_all(&mut self) {
+        for id in self.live_ids() {
+            if let Some(g) = self.group_mut(id) {
+                g.wake_up();
+            }
+        }
+    }
+
     pub fn crash(&mut self, id: ReplicaId) {
         if let Some(node) = self.nodes.get_mut(&id) {
             if let Some(group) = node.group.take() {
@@ -466,12 +490,11 @@ impl Sim {
         let Some(group) = node.group.as_mut() else {
             return;
         };
-        let conf = group.conf_state().clone();
         let applied = sm.applied;
         if applied == 0 || applied > group.applied_index() {
             return;
         }
-        let _ = group.store_mut().compact(applied, conf, sm.encode());
+        let _ = group.compact(applied, sm.encode());
     }
 
     /// One tick for every live node.
