@@ -176,13 +176,13 @@ mod tests {
         let leader = cluster.elect(1).unwrap();
         let group = cluster.replica(leader).unwrap();
         let index = group.propose(Bytes::from_static(b"x")).unwrap();
-        // Proposed, not yet persisted or applied.
+        // Proposed, not yet persisted or applied (the no-op before it is).
         let err = group.compact(index, Bytes::new()).unwrap_err();
         assert_eq!(
             err,
             Error::CompactBeyondApplied {
                 index,
-                applied: index - 2
+                applied: index - 1
             }
         );
         cluster.settle().unwrap();
