@@ -5,5 +5,9 @@
 //! It owns how a key finds its range and how bytes cross the network between
 //! nodes. It must never apply commands or touch the state store: it moves
 //! messages and snapshot chunks, and the engine decides what they mean.
-//!
-//! Status: not built yet (see the router issue).
+//! Snapshot data reaches it through the small [`snapshot`] source/sink
+//! traits, which the engine implements over the storage crate.
+
+pub mod range;
+pub mod snapshot;
+pub mod transport;

@@ -1,0 +1,1 @@
+//! The range map and request routing (being built).

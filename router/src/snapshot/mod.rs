@@ -1,0 +1,1 @@
+//! Chunked snapshot transfer scheduler (being built).
