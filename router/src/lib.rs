@@ -11,3 +11,6 @@
 pub mod range;
 pub mod snapshot;
 pub mod transport;
+mod types;
+
+pub use types::*;
