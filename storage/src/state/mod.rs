@@ -1,0 +1,1 @@
+//! RocksDB state machine store and range snapshots (being built).

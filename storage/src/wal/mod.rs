@@ -1,0 +1,1 @@
+//! Shared batched write-ahead log (being built).
