@@ -18,6 +18,9 @@ const ENV_CHILD: &str = "FLOTILLA_STATE_CHILD";
 const ENV_DIR: &str = "FLOTILLA_STATE_CHILD_DIR";
 const READY: &str = "FLOTILLA-CHILD-READY";
 
+/// The expected contents of one range: key → value.
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Ranges of the apply test and the key prefix of each.
 const RANGES: [(u64, &str); 2] = [(1, "a/"), (2, "b/")];
 
@@ -90,11 +93,7 @@ impl Rng {
 
 /// Command `i` (from 1) of a range: add `i` to counter `i % 7` (a
 /// read-modify-write, so a double apply shows), and put or delete a slot.
-fn apply_command(
-    state: &mut BTreeMap<Vec<u8>, Vec<u8>>,
-    prefix: &str,
-    i: u64,
-) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+fn apply_command(state: &mut Model, prefix: &str, i: u64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     let counter = format!("{prefix}ctr/{}", i % 7).into_bytes();
     let old = state
         .get(&counter)
@@ -122,7 +121,7 @@ fn apply_command(
     writes
 }
 
-fn read_prefix(store: &StateStore, prefix: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+fn read_prefix(store: &StateStore, prefix: &str) -> Model {
     let end = format!("{}{}", &prefix[..prefix.len() - 1], '0');
     store
         .scan(prefix.as_bytes(), end.as_bytes(), usize::MAX)
@@ -175,8 +174,7 @@ fn apply_is_exactly_once_across_sigkill() {
     let seed = 0x5eed_0001_u64 ^ std::process::id() as u64;
     println!("seed {seed}");
     let mut rng = Rng(seed | 1);
-    let mut models: Vec<(u64, BTreeMap<Vec<u8>, Vec<u8>>)> =
-        vec![(0, BTreeMap::new()); RANGES.len()];
+    let mut models: Vec<(u64, Model)> = vec![(0, BTreeMap::new()); RANGES.len()];
     let started = Instant::now();
     let kills = 20;
     for round in 0..kills {
