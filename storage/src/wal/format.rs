@@ -234,7 +234,14 @@ pub(crate) fn read_record(
     } else {
         Cow::Borrowed(stored)
     };
+    // Padding must be zero too, so that every byte of a record is checked.
     let next = pos + align_up(RECORD_HEADER_LEN + stored_len);
+    let padding = buf.get(start + stored_len..next).unwrap_or(&[]);
+    if padding.iter().any(|&b| b != 0) {
+        return RecordRead::Bad {
+            reason: "non-zero record padding".into(),
+        };
+    }
     RecordRead::Record {
         kind,
         payload,

@@ -382,6 +382,13 @@ impl Wal {
         }
     }
 
+    /// Where the next record will be written: the active segment's path and
+    /// its written length. For diagnostics and crash tests.
+    pub fn write_position(&self) -> (PathBuf, u64) {
+        let writer = self.shared.writer.lock();
+        (writer.active.path.clone(), writer.active.written)
+    }
+
     /// The directory holding the segments.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
