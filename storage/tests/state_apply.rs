@@ -9,7 +9,7 @@ fn open(dir: &std::path::Path) -> StateStore {
 }
 
 #[test]
-fn data_and_applied_index_persist_together_across_reopen() {
+fn state_data_and_applied_index_persist_together_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
@@ -52,7 +52,7 @@ fn data_and_applied_index_persist_together_across_reopen() {
 }
 
 #[test]
-fn a_failed_batch_writes_nothing() {
+fn state_a_failed_batch_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let mut batch = store.apply_batch();
@@ -94,7 +94,7 @@ fn a_failed_batch_writes_nothing() {
 }
 
 #[test]
-fn identity_binds_the_directory() {
+fn state_identity_binds_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
@@ -117,7 +117,7 @@ fn identity_binds_the_directory() {
 }
 
 #[test]
-fn read_view_is_point_in_time_and_scan_respects_bounds() {
+fn state_read_view_is_point_in_time_and_scan_respects_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let mut batch = store.apply_batch();
@@ -146,7 +146,7 @@ fn read_view_is_point_in_time_and_scan_respects_bounds() {
 }
 
 #[test]
-fn destroy_removes_range_data_and_metadata_only() {
+fn state_destroy_removes_range_data_and_metadata_only() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let mut batch = store.apply_batch();
@@ -176,7 +176,7 @@ fn destroy_removes_range_data_and_metadata_only() {
 }
 
 #[test]
-fn store_is_shared_across_threads() {
+fn state_store_is_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<StateStore>();
     let dir = tempfile::tempdir().unwrap();
@@ -204,7 +204,7 @@ fn store_is_shared_across_threads() {
 }
 
 #[test]
-fn invalid_config_is_rejected_with_a_message() {
+fn state_invalid_config_is_rejected_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = StateConfig {
         snapshot_chunk_bytes: 10,
@@ -212,4 +212,47 @@ fn invalid_config_is_rejected_with_a_message() {
     };
     let err = StateStore::open(dir.path(), config).err().unwrap();
     assert!(err.to_string().contains("snapshot_chunk_bytes"), "{err}");
+}
+
+#[test]
+fn state_corrupt_metadata_on_disk_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.ensure_identity(1, 1).unwrap();
+        let mut batch = store.apply_batch();
+        batch.put(1, b"k", b"v");
+        batch.set_applied(1, 3, 1);
+        batch.commit().unwrap();
+    }
+    {
+        // Damage the records underneath the store, as a bad disk would.
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), ["data", "meta"]).unwrap();
+        let meta = db.cf_handle("meta").unwrap();
+        let mut applied_key = vec![0x02];
+        applied_key.extend_from_slice(&1u64.to_be_bytes());
+        applied_key.push(0x01);
+        let mut record = db.get_cf(meta, &applied_key).unwrap().unwrap();
+        record[3] ^= 0x10;
+        db.put_cf(meta, &applied_key, &record).unwrap();
+        db.put_cf(meta, [0x01, b'i', b'd'], b"xx").unwrap();
+    }
+    let store = open(dir.path());
+    let err = store.applied_state(1).unwrap_err();
+    assert!(err.is_corruption());
+    assert!(
+        err.to_string()
+            .contains("corrupt applied state: checksum mismatch"),
+        "{err}"
+    );
+    let err = store.ensure_identity(1, 1).unwrap_err();
+    assert!(err.to_string().contains("corrupt store identity"), "{err}");
+    // An apply on top of a corrupt applied index is refused, not guessed.
+    let mut batch = store.apply_batch();
+    batch.put(1, b"k", b"w");
+    batch.set_applied(1, 4, 1);
+    assert!(batch.commit().unwrap_err().is_corruption());
+    assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }

@@ -1,6 +1,6 @@
 //! Crash consistency with real process kills.
 //!
-//! The test binary re-executes itself as the child (`crash_child_entry`
+//! The test binary re-executes itself as the child (`state_crash_child_entry`
 //! runs only when `FLOTILLA_STATE_CHILD` is set), so no helper binary is
 //! needed. The parent SIGKILLs the child at random moments and, after each
 //! kill, reopens the store and checks the invariant of DESIGN.md: the state
@@ -26,7 +26,7 @@ const RANGES: [(u64, &str); 2] = [(1, "a/"), (2, "b/")];
 
 /// Entry point of the child process; a no-op in a normal test run.
 #[test]
-fn crash_child_entry() {
+fn state_crash_child_entry() {
     let Ok(mode) = std::env::var(ENV_CHILD) else {
         return;
     };
@@ -43,7 +43,7 @@ fn spawn_child(mode: &str, dir: &Path) -> Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "crash_child_entry",
+            "state_crash_child_entry",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -169,7 +169,7 @@ fn child_apply_forever(dir: &Path) {
 }
 
 #[test]
-fn apply_is_exactly_once_across_sigkill() {
+fn state_apply_is_exactly_once_across_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let seed = 0x5eed_0001_u64 ^ std::process::id() as u64;
     println!("seed {seed}");
@@ -245,7 +245,7 @@ fn child_apply_snapshot(dir: &Path) {
 }
 
 #[test]
-fn snapshot_apply_killed_midway_recovers() {
+fn state_snapshot_apply_killed_midway_recovers() {
     let dir = tempfile::tempdir().unwrap();
     {
         let source = StateStore::open(dir.path().join("source"), snapshot_config()).unwrap();

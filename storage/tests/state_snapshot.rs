@@ -70,7 +70,7 @@ fn stream(
 }
 
 #[test]
-fn snapshot_round_trip_many_chunks() {
+fn state_snapshot_round_trip_many_chunks() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let source = open_with(a.path(), small_chunks());
     let target = open_with(b.path(), small_chunks());
@@ -149,7 +149,7 @@ fn snapshot_round_trip_many_chunks() {
 }
 
 #[test]
-fn reader_never_holds_more_than_one_bounded_chunk() {
+fn state_reader_never_holds_more_than_one_bounded_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let source = open_with(dir.path(), small_chunks());
     fill_source(&source, 5_000, 3000);
@@ -183,7 +183,7 @@ fn reader_never_holds_more_than_one_bounded_chunk() {
 }
 
 #[test]
-fn corrupted_or_misordered_chunks_are_rejected_clearly() {
+fn state_corrupted_or_misordered_chunks_are_rejected_clearly() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let source = open_with(a.path(), small_chunks());
     let target = open_with(b.path(), small_chunks());
@@ -258,7 +258,7 @@ fn corrupted_or_misordered_chunks_are_rejected_clearly() {
 }
 
 #[test]
-fn stale_snapshot_and_concurrent_writers_are_refused() {
+fn state_stale_snapshot_and_concurrent_writers_are_refused() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let source = open_with(a.path(), small_chunks());
     let target = open_with(b.path(), small_chunks());
@@ -314,7 +314,7 @@ fn stale_snapshot_and_concurrent_writers_are_refused() {
 }
 
 #[test]
-fn interrupted_apply_is_rolled_back_on_reopen() {
+fn state_interrupted_apply_is_rolled_back_on_reopen() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let source = open_with(a.path(), small_chunks());
     fill_source(&source, 10_000, 1000);
@@ -382,7 +382,7 @@ fn interrupted_apply_is_rolled_back_on_reopen() {
 /// `cargo test --release -p flotilla-storage --test state_snapshot -- --ignored --nocapture`
 #[test]
 #[ignore]
-fn snapshot_throughput_100mb() {
+fn state_snapshot_throughput_100mb() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let source = open_with(a.path(), StateConfig::default());
     let target = open_with(b.path(), StateConfig::default());
@@ -430,7 +430,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+    fn state_decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         if let Ok(chunk) = SnapshotChunk::decode(&bytes) {
             for entry in chunk.entries() {
                 let _ = entry;
@@ -446,7 +446,7 @@ proptest! {
     }
 
     #[test]
-    fn decoding_a_damaged_chunk_frame_fails_or_round_trips(
+    fn state_decoding_a_damaged_chunk_frame_fails_or_round_trips(
         data in proptest::collection::vec(any::<u8>(), 0..64),
         seq in any::<u64>(),
         flip in any::<prop::sample::Index>(),
