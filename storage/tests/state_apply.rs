@@ -256,3 +256,30 @@ fn state_corrupt_metadata_on_disk_is_a_clear_error_not_a_panic() {
     assert!(batch.commit().unwrap_err().is_corruption());
     assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn state_log_cannot_be_truncated_past_the_applied_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut batch = store.apply_batch();
+    batch.put(1, b"k", b"v");
+    batch.set_applied(1, 10, 2);
+    batch.commit().unwrap();
+    let err = store.set_truncated_state(1, 11, 2).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::TruncatedBeyondApplied {
+                range_id: 1,
+                index: 11,
+                applied: 10
+            }
+        ),
+        "{err}"
+    );
+    store.set_truncated_state(1, 10, 2).unwrap();
+    assert_eq!(
+        store.truncated_state(1).unwrap(),
+        Some(IndexTerm { index: 10, term: 2 })
+    );
+}

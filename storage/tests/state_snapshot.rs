@@ -149,6 +149,24 @@ fn state_snapshot_round_trip_many_chunks() {
 }
 
 #[test]
+fn state_reader_and_writer_can_move_to_other_threads() {
+    fn assert_send_static<T: Send + 'static>() {}
+    assert_send_static::<flotilla_storage::state::SnapshotReader>();
+    assert_send_static::<flotilla_storage::state::SnapshotWriter>();
+    // And a reader outlives the handle it came from.
+    let dir = tempfile::tempdir().unwrap();
+    let source = open_with(dir.path(), small_chunks());
+    fill_source(&source, 2_000, 100);
+    let reader = source.snapshot_reader(RANGE, b"m/", b"n/").unwrap();
+    drop(source);
+    let count =
+        std::thread::spawn(move || reader.map(|c| c.unwrap().entries().count()).sum::<usize>())
+            .join()
+            .unwrap();
+    assert_eq!(count, 2_000);
+}
+
+#[test]
 fn state_reader_never_holds_more_than_one_bounded_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let source = open_with(dir.path(), small_chunks());

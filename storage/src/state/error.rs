@@ -2,8 +2,9 @@
 //!
 //! Three families, so callers can react without parsing strings:
 //! - the caller broke a rule of the API (`MissingAppliedIndex`,
-//!   `AppliedIndexRegression`, `RangeBusy`, `StaleSnapshot`, `InvalidConfig`,
-//!   `SnapshotProtocol`): a bug or a race in the engine, nothing on disk is
+//!   `AppliedIndexRegression`, `TruncatedBeyondApplied`, `RangeBusy`,
+//!   `StaleSnapshot`, `InvalidConfig`, `SnapshotProtocol`, `NeedsSnapshot`,
+//!   `RangeNotFound`): a bug or a race in the engine, nothing on disk is
 //!   damaged;
 //! - bytes that came from disk or the network are wrong (`Corrupt`,
 //!   `IdentityMismatch`): refuse, never guess;
@@ -74,6 +75,16 @@ pub enum StateError {
     /// receive a full snapshot before any log entry can be applied.
     #[error("range {range_id} needs a snapshot (interrupted snapshot to index {index})")]
     NeedsSnapshot { range_id: RangeId, index: Index },
+
+    /// The Raft log would be truncated past what the state machine applied.
+    #[error(
+        "range {range_id}: cannot truncate the log to {index}, applied index is only {applied}"
+    )]
+    TruncatedBeyondApplied {
+        range_id: RangeId,
+        index: Index,
+        applied: Index,
+    },
 
     /// A snapshot is being applied to the range right now.
     #[error("range {range_id} is busy applying a snapshot")]

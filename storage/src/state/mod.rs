@@ -33,11 +33,14 @@
 //!   index does not move forward, or that writes a range without setting its
 //!   applied index, so the engine cannot break this by accident.
 //! - **The one obligation on the engine:** the Raft WAL may only forget
-//!   (compact) entries up to an index whose application is *durable*. Call
-//!   [`StateStore::sync`] (fsync of the RocksDB WAL) before truncating the
-//!   Raft log to `i ≤ applied`; [`StateStore::set_truncated_state`] is itself
-//!   fsync'd. Otherwise a power cut could lose applies whose entries are
-//!   already gone from the Raft log.
+//!   (compact) entries up to an index whose application is *durable*.
+//!   Record the compaction with [`StateStore::set_truncated_state`] first:
+//!   it is fsync'd, and an fsync of the RocksDB WAL covers every earlier
+//!   write, so every apply up to the truncated index is then durable (it
+//!   also refuses to truncate past the applied index). [`StateStore::sync`]
+//!   gives the same guarantee without recording anything. Otherwise a power
+//!   cut could lose applies whose entries are already gone from the Raft
+//!   log.
 //! - **fsync'd writes** are the rare ones the Raft log cannot replay: the
 //!   node identity, the last batch of a snapshot apply (the engine compacts
 //!   the Raft log to the snapshot index right after), snapshot rollback, the

@@ -100,7 +100,12 @@ impl StateStore {
     /// [`StateStore::recover_interrupted_snapshots`]).
     ///
     /// Only one process may have a directory open: RocksDB's `LOCK` file
-    /// makes a second open fail with [`StateError::RocksDb`].
+    /// makes a second open fail with [`StateError::RocksDb`]. The database
+    /// closes when the last clone of the store, [`SnapshotReader`] or
+    /// [`SnapshotWriter`] is dropped.
+    ///
+    /// [`SnapshotReader`]: super::SnapshotReader
+    /// [`SnapshotWriter`]: super::SnapshotWriter
     pub fn open(dir: impl AsRef<Path>, config: StateConfig) -> Result<StateStore> {
         config.validate()?;
         let path = dir.as_ref().to_path_buf();
@@ -285,10 +290,20 @@ impl StateStore {
         self.get_index_term(range_id, RangeField::Truncated, "truncated state")
     }
 
-    /// Records the Raft log truncated state (fsync'd: the WAL may drop the
-    /// entries as soon as this returns). The engine must only truncate up to
-    /// an index whose apply is durable: call [`StateStore::sync`] first.
+    /// Records the Raft log truncated state, fsync'd. The fsync of the
+    /// RocksDB WAL also makes every earlier apply durable, so once this
+    /// returns the engine may delete Raft log entries up to `index` from the
+    /// Raft WAL. Refused if `index` is beyond the applied index: entries not
+    /// yet applied must never be forgotten.
     pub fn set_truncated_state(&self, range_id: RangeId, index: u64, term: u64) -> Result<()> {
+        let applied = self.applied_state(range_id)?.map_or(0, |a| a.index);
+        if index > applied {
+            return Err(StateError::TruncatedBeyondApplied {
+                range_id,
+                index,
+                applied,
+            });
+        }
         let mut batch = WriteBatch::default();
         batch.put_cf(
             self.meta_cf()?,
