@@ -35,6 +35,8 @@ pub struct PurgeReport {
     pub groups_rewritten: usize,
     /// Entries rewritten.
     pub entries_rewritten: u64,
+    /// Their bytes ([`flotilla_raftgroup::Entry::size_bytes`]).
+    pub bytes_rewritten: u64,
     /// Groups pinning old segments whose live log is too large to
     /// rewrite: compact them (or snapshot) to release disk.
     pub groups_to_compact: Vec<u64>,
@@ -86,6 +88,7 @@ impl Shared {
             batch.append(group, &entries)?;
             report.groups_rewritten += 1;
             report.entries_rewritten += entries.len() as u64;
+            report.bytes_rewritten += bytes;
         }
         if !batch.is_empty() {
             self.commit_rewrite(&mut writer, &batch)?;
