@@ -484,3 +484,73 @@ pub(crate) fn read_entries(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn views_describe_what_was_encoded() {
+        let mut batch = WriteBatch::new();
+        batch
+            .append(4, &[Entry::new(2, 7, "a"), Entry::new(3, 8, "bb")])
+            .unwrap();
+        batch.set_conf_state(4, ConfState::with_voters([1, 2]));
+        batch.compact(4, 6, 2);
+        let (payload, offsets) = encode(&batch);
+        let views = decode_views(&payload).unwrap();
+        assert_eq!(
+            views[0],
+            OpView::Entries {
+                group: 4,
+                first_index: 7,
+                count: 2,
+                op_offset: offsets[0],
+                term_runs: vec![(7, 2), (8, 3)],
+            }
+        );
+        let payload = Bytes::from(payload);
+        let mut out = Vec::new();
+        let mut budget = u64::MAX;
+        read_entries(&payload, offsets[0], 8, 9, &mut out, &mut budget, true).unwrap();
+        assert_eq!(out, vec![Entry::new(3, 8, "bb")]);
+    }
+
+    #[test]
+    fn non_contiguous_append_is_refused() {
+        let mut batch = WriteBatch::new();
+        let err = batch
+            .append(1, &[Entry::new(1, 1, "a"), Entry::new(1, 3, "b")])
+            .unwrap_err();
+        assert!(matches!(err, WalError::InvalidBatch { group: 1, .. }));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        /// Arbitrary payload bytes (as if a CRC collision let them through)
+        /// decode to an error or to views, never a panic or a huge allocation.
+        #[test]
+        fn decoding_arbitrary_payloads_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512), offset in any::<u32>()) {
+            let _ = decode_views(&bytes);
+            let payload = Bytes::from(bytes);
+            let mut out = Vec::new();
+            let mut budget = u64::MAX;
+            let _ = read_entries(&payload, offset % 600, 1, 5, &mut out, &mut budget, true);
+        }
+
+        /// Mutations of a valid payload never panic either.
+        #[test]
+        fn decoding_mutated_payloads_never_panics(at in any::<prop::sample::Index>(), value in any::<u8>()) {
+            let mut batch = WriteBatch::new();
+            batch.append(9, &[Entry::new(1, 1, "xyz"), Entry::new(1, 2, "")]).unwrap();
+            batch.set_conf_state(9, ConfState::with_voters([1, 2, 3]));
+            batch.set_hard_state(9, HardState::default());
+            let (mut payload, _) = encode(&batch);
+            let at = at.index(payload.len());
+            payload[at] ^= value;
+            let _ = decode_views(&payload);
+        }
+    }
+}

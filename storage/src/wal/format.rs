@@ -304,4 +304,30 @@ mod tests {
         let small = PreparedPayload::new(vec![3u8; 100], 4096);
         assert!(!small.compressed);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4096, ..Default::default() })]
+
+        #[test]
+        fn reading_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256), pos in 0usize..300) {
+            let _ = decode_file_header(&bytes);
+            let _ = read_record(&bytes, pos, 1, 1 << 20);
+        }
+
+        /// A header claiming a compressed payload with arbitrary bytes and a
+        /// matching CRC still never panics (lz4 decoding is checked).
+        #[test]
+        fn compressed_garbage_with_valid_crc_never_panics(stored in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256), raw_len in 0u32..100_000) {
+            let mut header = [0u8; RECORD_HEADER_LEN];
+            header[4..8].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+            header[8] = RecordKind::Batch as u8 | COMPRESSED_FLAG;
+            header[12..16].copy_from_slice(&raw_len.to_le_bytes());
+            let crc = record_crc(crc32c::crc32c(&stored), &header, 5);
+            header[0..4].copy_from_slice(&crc.to_le_bytes());
+            let mut buf = header.to_vec();
+            buf.extend_from_slice(&stored);
+            buf.resize(align_up(buf.len()), 0);
+            let _ = read_record(&buf, 0, 5, 1 << 20);
+        }
+    }
 }
