@@ -335,6 +335,8 @@ pub(crate) enum OpView {
         op_offset: u32,
         /// `(first index, term)` of each run of equal terms.
         term_runs: Vec<(Index, Term)>,
+        /// Bytes of the entries ([`Entry::size_bytes`] summed).
+        bytes: u64,
     },
     HardState {
         group: u64,
@@ -381,6 +383,7 @@ pub(crate) fn decode_views(payload: &[u8]) -> Result<Vec<OpView>, String> {
                     ));
                 }
                 let mut term_runs: Vec<(Index, Term)> = Vec::new();
+                let mut bytes = 0u64;
                 for position in 0..u64::from(count) {
                     let term = reader.u64()?;
                     let kind = reader.u8()?;
@@ -389,6 +392,7 @@ pub(crate) fn decode_views(payload: &[u8]) -> Result<Vec<OpView>, String> {
                     }
                     let len = reader.u32()? as usize;
                     reader.bytes(len)?;
+                    bytes += len as u64 + flotilla_raftgroup::ENTRY_OVERHEAD_BYTES;
                     if term_runs.last().is_none_or(|&(_, last)| last != term) {
                         term_runs.push((first_index + position, term));
                     }
@@ -399,6 +403,7 @@ pub(crate) fn decode_views(payload: &[u8]) -> Result<Vec<OpView>, String> {
                     count,
                     op_offset,
                     term_runs,
+                    bytes,
                 }
             }
             TAG_HARD_STATE => OpView::HardState {
@@ -508,6 +513,7 @@ mod tests {
                 count: 2,
                 op_offset: offsets[0],
                 term_runs: vec![(7, 2), (8, 3)],
+                bytes: 3 + 2 * flotilla_raftgroup::ENTRY_OVERHEAD_BYTES,
             }
         );
         let payload = Bytes::from(payload);

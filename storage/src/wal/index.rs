@@ -53,6 +53,10 @@ pub(crate) struct GroupState {
     /// A suffix of the live entries, contiguous.
     cache: VecDeque<Entry>,
     cache_bytes: u64,
+    /// Entries and bytes ever appended: their ratio estimates the live
+    /// bytes for purge decisions without storing a size per entry.
+    appended_entries: u64,
+    appended_bytes: u64,
 }
 
 impl GroupState {
@@ -73,6 +77,14 @@ impl GroupState {
     /// Segment holding the oldest live entry.
     pub fn oldest_file_seq(&self) -> Option<u32> {
         self.runs.front().map(|run| run.file_seq)
+    }
+
+    /// Estimated bytes of the live entries (count × average entry size).
+    pub fn live_bytes_estimate(&self) -> u64 {
+        match self.appended_entries {
+            0 => 0,
+            n => self.entry_count() * (self.appended_bytes / n),
+        }
     }
 
     pub fn index_bytes(&self) -> usize {
@@ -140,8 +152,11 @@ impl GroupState {
         first_index: Index,
         count: u32,
         term_runs: &[(Index, Term)],
+        bytes: u64,
         run: Run,
     ) -> u64 {
+        self.appended_entries += u64::from(count);
+        self.appended_bytes += bytes;
         let mut freed = 0;
         let extends = self.runs.front().is_some_and(|front| {
             first_index >= front.first_index && first_index <= self.last_index() + 1
@@ -334,7 +349,8 @@ impl MemState {
                     op_offset,
                 };
                 let state = self.groups.entry(*group).or_default();
-                let freed = state.apply_entries(first.index, count, &term_runs, run);
+                let bytes = entries.iter().map(Entry::size_bytes).sum();
+                let freed = state.apply_entries(first.index, count, &term_runs, bytes, run);
                 let (freed_old, added) = if self.cache_bytes_max > 0 {
                     state.cache_push(entries)
                 } else {
@@ -393,6 +409,7 @@ impl MemState {
                 count,
                 op_offset,
                 term_runs,
+                bytes,
             } => {
                 let run = Run {
                     first_index: *first_index,
@@ -405,6 +422,7 @@ impl MemState {
                     *first_index,
                     *count,
                     term_runs,
+                    *bytes,
                     run,
                 );
             }

@@ -177,6 +177,8 @@ pub struct WalStats {
     pub index_bytes: u64,
     /// Bytes of cached entries.
     pub cache_bytes: u64,
+    /// Estimated bytes of live entries (what purge's disk budget uses).
+    pub live_bytes_estimate: u64,
     /// What the last open recovered.
     pub recovery: RecoveryStats,
 }
@@ -336,15 +338,21 @@ impl Wal {
     /// Counters and sizes.
     pub fn stats(&self) -> WalStats {
         let shared = &self.shared;
-        let (groups, indexed_entries, index_bytes, cache_bytes) = {
+        let (groups, indexed_entries, index_bytes, cache_bytes, live_bytes_estimate) = {
             let state = shared.state.read();
-            let mut entries = 0;
-            let mut bytes = 0;
+            let (mut entries, mut bytes, mut live) = (0, 0, 0);
             for g in state.groups.values() {
                 entries += g.entry_count();
                 bytes += g.index_bytes() as u64;
+                live += g.live_bytes_estimate();
             }
-            (state.groups.len(), entries, bytes, state.cache_bytes())
+            (
+                state.groups.len(),
+                entries,
+                bytes,
+                state.cache_bytes(),
+                live,
+            )
         };
         let (active_seq, active_written) = {
             let writer = shared.writer.lock();
@@ -378,6 +386,7 @@ impl Wal {
             indexed_entries,
             index_bytes,
             cache_bytes,
+            live_bytes_estimate,
             recovery: shared.recovery.clone(),
         }
     }

@@ -5,19 +5,18 @@
 //! segment because every segment starts with a checkpoint of it.
 //!
 //! A group that stays behind (idle, never compacted) would pin the segment
-//! of its oldest entry forever. Purge therefore rewrites forward every
-//! group whose oldest entry is older than the newest
-//! `purge_keep_segments` sealed segments: its WHOLE live log is appended
-//! again to the active segment (an ordinary entries op at its first index,
-//! so replay needs no special case) — if it is at most
-//! `rewrite_group_bytes_max` bytes. Larger laggards are reported so the
-//! engine compacts them (or sends a snapshot).
+//! of its oldest entry forever. Purge keeps the newest sealed segments
+//! whose total size is within `max(purge_keep_segments × target,
+//! 2 × live bytes)` and rewrites forward every group with an entry older
+//! than those: its WHOLE live log is appended again to the active segment
+//! (an ordinary entries op at its first index, so replay needs no special
+//! case) — if it is at most `rewrite_group_bytes_max` bytes. Larger
+//! laggards are reported so the engine compacts them (or sends a snapshot).
 //!
-//! Bound: right after `purge()`, the segments on disk are the active one,
-//! the `purge_keep_segments` before it, plus those pinned by reported
-//! groups. With the default 128 MiB segments and 2 kept segments that is
-//! at most ~384 MiB + one record, whatever the live data; the rewrite costs
-//! at most the live bytes of lagging groups per purge.
+//! Bound: right after `purge()`, unless groups were reported,
+//! `disk ≤ max(purge_keep_segments × target, 2 × live) + active segment
+//! (+ segments the rewrite itself filled)`. Live bytes are estimated per
+//! group as live entries × average entry size.
 
 use flotilla_raftgroup::{Entry, Index};
 
@@ -31,6 +30,9 @@ use super::Shared;
 pub struct PurgeReport {
     /// Segment files deleted.
     pub segments_deleted: usize,
+    /// Segments from this sequence number on were kept as they are; groups
+    /// with entries in older ones were rewritten or reported.
+    pub keep_from_segment: u64,
     /// Groups whose live entries were rewritten forward.
     pub groups_rewritten: usize,
     /// Entries rewritten.
@@ -43,6 +45,30 @@ pub struct PurgeReport {
 }
 
 impl Shared {
+    /// The oldest segment purge keeps without rewriting anything: walking
+    /// back from the active segment, sealed segments are kept while their
+    /// total stays within `max(purge_keep_segments × target, 2 × live)`.
+    /// Rewriting is thus only paid once at least twice the live data was
+    /// written since a laggard's entry: write amplification stays ≤ 1.5.
+    fn keep_from(&self, active_seq: u64, live_bytes: u64) -> u64 {
+        let budget = (self.config.purge_keep_segments * self.config.segment_bytes_target)
+            .max(live_bytes.saturating_mul(2));
+        let files = self.files.read();
+        let mut kept = 0u64;
+        let mut keep_from = active_seq;
+        for (seq, file) in files.range(..active_seq).rev() {
+            let len = file
+                .metadata()
+                .map_or(self.config.segment_bytes_target, |m| m.len());
+            if kept + len > budget {
+                break;
+            }
+            kept += len;
+            keep_from = *seq;
+        }
+        keep_from
+    }
+
     pub(crate) fn purge(&self) -> Result<PurgeReport> {
         let mut report = PurgeReport::default();
         // Holding the writer lock: no batch can change a group between
@@ -52,9 +78,10 @@ impl Shared {
             return Err(WalError::Poisoned(reason.clone()));
         }
         let active_seq = writer.active.seq;
-        let keep_from = active_seq.saturating_sub(self.config.purge_keep_segments);
-        let laggards: Vec<(u64, Index, Index)> = {
+        let (laggards, keep_from) = {
             let state = self.state.read();
+            let live_bytes: u64 = state.groups.values().map(|g| g.live_bytes_estimate()).sum();
+            let keep_from = self.keep_from(active_seq, live_bytes);
             let mut out: Vec<(u64, Index, Index)> = state
                 .groups
                 .iter()
@@ -65,8 +92,9 @@ impl Shared {
                 .map(|(id, g)| (*id, g.first_index(), g.last_index()))
                 .collect();
             out.sort_unstable();
-            out
+            (out, keep_from)
         };
+        report.keep_from_segment = keep_from;
         let mut batch = WriteBatch::new();
         let limit = self.config.rewrite_group_bytes_max;
         for (group, first, last) in laggards {
