@@ -283,3 +283,46 @@ fn state_log_cannot_be_truncated_past_the_applied_index() {
         Some(IndexTerm { index: 10, term: 2 })
     );
 }
+
+/// Apply-path throughput. Run by hand:
+/// `cargo test --release -p flotilla-storage --test state_apply -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn state_apply_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let value = [7u8; 100];
+    // Many small batches of one range (a busy single group).
+    let batches = 100_000u64;
+    let t = std::time::Instant::now();
+    for index in 1..=batches {
+        let mut batch = store.apply_batch();
+        batch.put(1, format!("a/{:08}", index % 10_000).as_bytes(), &value);
+        batch.set_applied(1, index, 1);
+        batch.commit().unwrap();
+    }
+    let one = t.elapsed();
+    // Few large batches spanning 1000 ranges (a poller round of many groups).
+    let rounds = 200u64;
+    let t = std::time::Instant::now();
+    for round in 1..=rounds {
+        let mut batch = store.apply_batch();
+        for range_id in 100..1100u64 {
+            batch.put(
+                range_id,
+                format!("r/{range_id}/{}", round % 50).as_bytes(),
+                &value,
+            );
+            batch.set_applied(range_id, round, 1);
+        }
+        batch.commit().unwrap();
+    }
+    let many = t.elapsed();
+    println!(
+        "1 put/batch: {:.0} batches/s ({:.1} us each); 1000 ranges/batch: {:.0} batches/s ({:.0} range-applies/s)",
+        batches as f64 / one.as_secs_f64(),
+        one.as_secs_f64() * 1e6 / batches as f64,
+        rounds as f64 / many.as_secs_f64(),
+        (rounds * 1000) as f64 / many.as_secs_f64()
+    );
+}

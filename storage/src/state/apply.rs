@@ -155,16 +155,33 @@ impl<'a> ApplyBatch<'a> {
             }
         }
         let meta = self.store.meta_cf()?;
-        for (&range_id, state) in &self.applied {
-            match self.store.applied_state(range_id)? {
-                Some(current) if state.index <= current.index => {
-                    return Err(StateError::AppliedIndexRegression {
-                        range_id,
-                        current: current.index,
-                        proposed: state.index,
-                    });
+        // One batched lookup of every current applied index: a poller round
+        // may carry thousands of ranges. Keys are sorted (big-endian ids in a
+        // BTreeMap), which lets RocksDB skip sorting them.
+        let applied_keys: Vec<[u8; keys::RANGE_KEY_LEN]> = self
+            .applied
+            .keys()
+            .map(|&range_id| keys::range_key(range_id, RangeField::Applied))
+            .collect();
+        let current = self
+            .store
+            .inner
+            .db
+            .batched_multi_get_cf(meta, &applied_keys, true);
+        for ((&range_id, state), current) in self.applied.iter().zip(current) {
+            let current =
+                current.map_err(|source| self.store.rocks("read applied state", source))?;
+            match current {
+                Some(raw) => {
+                    let current = IndexTerm::decode("applied state", &raw)?;
+                    if state.index <= current.index {
+                        return Err(StateError::AppliedIndexRegression {
+                            range_id,
+                            current: current.index,
+                            proposed: state.index,
+                        });
+                    }
                 }
-                Some(_) => {}
                 None => {
                     // A new range (bootstrap, right half of a split) or one
                     // emptied by a rolled-back snapshot: only the former may
