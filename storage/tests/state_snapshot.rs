@@ -245,6 +245,11 @@ fn state_corrupted_or_misordered_chunks_are_rejected_clearly() {
         .write_chunk(&SnapshotChunk::new(1, Bytes::from(data)))
         .unwrap_err();
     assert!(err.to_string().contains("outside the range"), "{err}");
+    // A replay of chunk 0's data under the next number overlaps it.
+    let err = writer
+        .write_chunk(&SnapshotChunk::new(1, chunks[0].data.clone()))
+        .unwrap_err();
+    assert!(err.to_string().contains("not in ascending order"), "{err}");
     // Rejections changed nothing: the good chunk 1 still fits.
     for chunk in &chunks[1..] {
         writer.write_chunk(chunk).unwrap();

@@ -32,6 +32,11 @@
 //!   ever applied twice. [`ApplyBatch::commit`] refuses a batch whose applied
 //!   index does not move forward, or that writes a range without setting its
 //!   applied index, so the engine cannot break this by accident.
+//!   After a power cut the applied index may therefore be *lower* than it
+//!   was before; nothing is lost, because every applied entry was committed,
+//!   i.e. durable in the Raft WAL of a majority, before it was applied.
+//!   `tests/state_crash.rs` checks this both for kill -9 and for a power cut
+//!   simulated by cutting the RocksDB WAL at a random byte.
 //! - **The one obligation on the engine:** the Raft WAL may only forget
 //!   (compact) entries up to an index whose application is *durable*.
 //!   Record the compaction with [`StateStore::set_truncated_state`] first:
@@ -50,6 +55,12 @@
 //!   independently of WAL retention.
 //! - The data column family uses lz4 compression and a bloom filter; meta is
 //!   small, uncompressed.
+//! - Rejected alternative: RocksDB WAL *off* (apply only to memtables, rely
+//!   on the Raft log to replay whatever was not flushed). It saves one
+//!   sequential write per batch, but couples Raft log compaction to RocksDB
+//!   memtable flushes (entries must be kept until the SST holding their
+//!   effect is durable) and makes every restart replay everything since the
+//!   last flush. Worth revisiting with numbers, not before.
 //!
 //! # Snapshots
 //!

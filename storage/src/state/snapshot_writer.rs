@@ -14,8 +14,9 @@ use rocksdb::WriteBatch;
 ///    "applying snapshot" marker (range id, target index/term, bounds) and
 ///    (2) a `delete_range` of the range's data;
 /// 3. [`SnapshotWriter::write_chunk`] verifies each chunk (checksum, order,
-///    every key inside the range) and writes the pairs in write batches of
-///    at most `snapshot_apply_batch_bytes`;
+///    every key inside the range, keys ascending across the whole stream)
+///    and writes the pairs in write batches flushed as soon as they reach
+///    `snapshot_apply_batch_bytes` (so at most that plus one chunk);
 /// 4. [`SnapshotWriter::finish`] checks the trailer against what arrived and
 ///    writes, in one fsync'd batch, the last pairs, the applied index/term,
 ///    the descriptor, and removes the marker (and any needs-snapshot record).
@@ -57,6 +58,9 @@ pub struct SnapshotWriter {
     batch: WriteBatch,
     next_seq: u64,
     tally: StreamTally,
+    /// Last key of the last accepted chunk: keys must ascend across chunks
+    /// too, or two chunks could overlap and the stream be misassembled.
+    last_key: Option<Vec<u8>>,
     /// Largest write batch flushed so far, for tests of the memory bound.
     batch_bytes_max: usize,
     finished: bool,
@@ -90,6 +94,7 @@ impl StateStore {
             batch: WriteBatch::default(),
             next_seq: 0,
             tally: StreamTally::default(),
+            last_key: None,
             batch_bytes_max: 0,
             finished: false,
         };
@@ -161,7 +166,7 @@ impl SnapshotWriter {
         // Validate everything before writing anything, so a bad chunk
         // leaves no half of itself behind.
         let mut entries = 0u64;
-        let mut last_key: Option<&[u8]> = None;
+        let mut last_key: Option<&[u8]> = self.last_key.as_deref();
         for entry in chunk.entries() {
             let (key, _) = entry?;
             if !in_range(key, &self.header.start, &self.header.end) {
@@ -180,12 +185,14 @@ impl SnapshotWriter {
             last_key = Some(key);
             entries += 1;
         }
+        let last_key = last_key.map(<[u8]>::to_vec);
         let cf = self.store.data_cf()?;
         for (key, value) in chunk.entries().flatten() {
             self.batch.put_cf(cf, key, value);
         }
         self.tally.add(&chunk.data, entries);
         self.next_seq += 1;
+        self.last_key = last_key;
         if self.batch.size_in_bytes() >= self.store.config().snapshot_apply_batch_bytes {
             self.flush_batch()?;
         }
