@@ -5,3 +5,6 @@
 //! It owns durability: what it acknowledges as synced survives a crash, and
 //! what it recovers is exactly a prefix of what was written. It must never
 //! make consensus decisions or talk to the network.
+
+pub mod state;
+pub mod wal;

@@ -1,0 +1,412 @@
+//! Group commit: many threads call `write`; the batches waiting at one
+//! moment are written with one `pwrite` and made durable with one fsync.
+//!
+//! Leader/follower on a mutex + condvar: a writer enqueues its encoded
+//! batch; if no leader is active it becomes the leader, takes every queued
+//! batch (up to `group_commit_bytes_max`), writes and syncs them, publishes
+//! the results and wakes the others. Encoding, compression and the payload
+//! CRC are done by each writer before it queues, in parallel.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use flotilla_raftgroup::Index;
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use super::batch::{encode, Op, WriteBatch};
+use super::error::{Result, WalError};
+use super::format::{PreparedPayload, RecordKind};
+use super::index::{MemState, RecordLocation};
+use super::segment::{sync_dir, ActiveSegment};
+use super::{Shared, WalConfig};
+
+/// A batch waiting for the group commit.
+pub(crate) struct Pending {
+    ticket: u64,
+    pub batch: WriteBatch,
+    prepared: PreparedPayload,
+    op_offsets: Vec<u32>,
+    pub sync: bool,
+    /// Put appended entries in the entry cache (not for rewrites).
+    cache: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Queue {
+    pending: VecDeque<Pending>,
+    leader_active: bool,
+    next_ticket: u64,
+    done: HashMap<u64, Result<()>>,
+}
+
+/// Writer-side state, guarded by one mutex held by the group-commit leader
+/// (or by purge) while it writes.
+pub(crate) struct WriterState {
+    pub active: ActiveSegment,
+    pub poisoned: Option<String>,
+}
+
+pub(crate) struct GroupCommit {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl GroupCommit {
+    pub fn new() -> Self {
+        GroupCommit {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        }
+    }
+}
+
+impl Shared {
+    /// Encodes a batch outside of any lock.
+    pub(crate) fn prepare(&self, batch: &WriteBatch, sync: bool, cache: bool) -> Result<Pending> {
+        let max = self.config.batch_bytes_max;
+        if batch.size_bytes() > max {
+            return Err(WalError::BatchTooLarge {
+                bytes: batch.size_bytes(),
+                max,
+            });
+        }
+        let (raw, op_offsets) = encode(batch);
+        if raw.len() as u64 > max {
+            return Err(WalError::BatchTooLarge {
+                bytes: raw.len() as u64,
+                max,
+            });
+        }
+        Ok(Pending {
+            ticket: 0,
+            batch: batch.clone(),
+            prepared: PreparedPayload::new(raw, self.config.compress_threshold_bytes),
+            op_offsets,
+            sync,
+            cache,
+        })
+    }
+
+    pub(crate) fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
+        if batch.is_empty() && !sync {
+            return Ok(());
+        }
+        let mut pending = self.prepare(batch, sync, true)?;
+        let commit = &self.group_commit;
+        let mut queue = commit.queue.lock();
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        pending.ticket = ticket;
+        queue.pending.push_back(pending);
+        loop {
+            if let Some(result) = queue.done.remove(&ticket) {
+                return result;
+            }
+            if queue.leader_active {
+                commit.wake.wait(&mut queue);
+                continue;
+            }
+            queue.leader_active = true;
+            let group = take_group(&mut queue.pending, self.config.group_commit_bytes_max);
+            drop(queue);
+            let results = {
+                let mut writer = self.writer.lock();
+                self.commit_locked(&mut writer, &group)
+            };
+            queue = commit.queue.lock();
+            for (pending, result) in group.iter().zip(results) {
+                queue.done.insert(pending.ticket, result);
+            }
+            queue.leader_active = false;
+            commit.wake.notify_all();
+        }
+    }
+
+    /// Writes a group of batches holding the writer lock: validate each
+    /// against the index, frame, write, sync, update the index. Returns
+    /// one result per batch.
+    pub(crate) fn commit_locked(
+        &self,
+        writer: &mut MutexGuard<'_, WriterState>,
+        group: &[Pending],
+    ) -> Vec<Result<()>> {
+        if let Some(reason) = &writer.poisoned {
+            return group
+                .iter()
+                .map(|_| Err(WalError::Poisoned(reason.clone())))
+                .collect();
+        }
+        let mut results: Vec<Result<()>> = Vec::with_capacity(group.len());
+        {
+            let state = self.state.read();
+            let mut overlay: HashMap<u64, Bounds> = HashMap::new();
+            for pending in group {
+                results.push(validate(&pending.batch, &state, &mut overlay));
+            }
+        }
+        let sync = group.iter().zip(&results).any(|(p, r)| p.sync && r.is_ok());
+        let written = group
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .count();
+        match self.write_records(writer, group, &results, sync) {
+            Ok(bytes) => {
+                self.stats.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+                self.stats
+                    .batches_written
+                    .fetch_add(written as u64, Ordering::Relaxed);
+                metrics::counter!("flotilla_wal_bytes_written_total").increment(bytes);
+                if sync {
+                    self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .batches_synced
+                        .fetch_add(written as u64, Ordering::Relaxed);
+                    self.stats
+                        .batches_per_fsync_max
+                        .fetch_max(written as u64, Ordering::Relaxed);
+                    metrics::counter!("flotilla_wal_fsyncs_total").increment(1);
+                    metrics::histogram!("flotilla_wal_batches_per_fsync").record(written as f64);
+                }
+                results
+            }
+            Err(err) => {
+                // After a failed write or fsync the kernel may have dropped
+                // dirty pages: nothing written since the last good sync can
+                // be trusted, so refuse everything until a reopen recovers.
+                tracing::error!(error = %err, "wal write failed; wal poisoned");
+                writer.poisoned = Some(err.to_string());
+                results
+                    .into_iter()
+                    .map(|r| r.and(Err(err.clone())))
+                    .collect()
+            }
+        }
+    }
+
+    fn write_records(
+        &self,
+        writer: &mut MutexGuard<'_, WriterState>,
+        group: &[Pending],
+        results: &[Result<()>],
+        sync: bool,
+    ) -> Result<u64> {
+        let target = self.config.segment_bytes_target;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut placed: Vec<(usize, RecordLocation)> = Vec::new();
+        let mut bytes = 0u64;
+        for (at, pending) in group.iter().enumerate() {
+            if results[at].is_err() || pending.batch.is_empty() {
+                continue;
+            }
+            let len = pending.prepared.framed_len() as u64;
+            let offset = writer.active.written + buf.len() as u64;
+            if offset + len > target && offset > writer.active.written_floor() {
+                bytes += self.flush(writer, &mut buf, &mut placed, group)?;
+                self.rotate(writer)?;
+            }
+            let offset = writer.active.written + buf.len() as u64;
+            let location = RecordLocation {
+                file_seq: writer.active.seq as u32,
+                record_offset: offset as u32,
+            };
+            pending
+                .prepared
+                .frame_into(RecordKind::Batch, writer.active.seq, &mut buf);
+            placed.push((at, location));
+        }
+        bytes += self.flush(writer, &mut buf, &mut placed, group)?;
+        if sync {
+            writer.active.sync()?;
+        }
+        Ok(bytes)
+    }
+
+    /// Writes the framed records and applies their ops to the index. The
+    /// index is updated before the fsync: readers may see entries that are
+    /// written but not yet durable, which Raft allows (a leader may send
+    /// entries before its own fsync); `write` returns only after the sync.
+    fn flush(
+        &self,
+        writer: &mut MutexGuard<'_, WriterState>,
+        buf: &mut Vec<u8>,
+        placed: &mut Vec<(usize, RecordLocation)>,
+        group: &[Pending],
+    ) -> Result<u64> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        writer.active.append(buf)?;
+        let bytes = buf.len() as u64;
+        buf.clear();
+        let mut state = self.state.write();
+        for (at, location) in placed.drain(..) {
+            let pending = &group[at];
+            for (op, &offset) in pending.batch.ops.iter().zip(&pending.op_offsets) {
+                if pending.cache {
+                    state.apply_op(op, offset, location);
+                } else {
+                    state.apply_op_uncached(op, offset, location);
+                }
+            }
+        }
+        state.enforce_cache_budget();
+        Ok(bytes)
+    }
+
+    /// Seals the active segment and starts the next one with a checkpoint
+    /// of every group's metadata.
+    pub(crate) fn rotate(&self, writer: &mut MutexGuard<'_, WriterState>) -> Result<()> {
+        writer.active.seal()?;
+        let seq = writer.active.seq + 1;
+        let next = self.create_segment(seq, &self.state.read())?;
+        writer.active = next;
+        Ok(())
+    }
+
+    pub(crate) fn create_segment(&self, seq: u64, state: &MemState) -> Result<ActiveSegment> {
+        new_segment(&self.dir, &self.config, seq, state, &self.files)
+    }
+}
+
+/// Creates segment `seq` whose first record is a checkpoint of `state`,
+/// durable (file and directory synced) before it is used, and registers
+/// its read handle in `files`.
+pub(crate) fn new_segment(
+    dir: &Path,
+    config: &WalConfig,
+    seq: u64,
+    state: &MemState,
+    files: &RwLock<BTreeMap<u64, Arc<File>>>,
+) -> Result<ActiveSegment> {
+    if seq > u64::from(u32::MAX) {
+        return Err(WalError::Config(
+            "segment sequence numbers exhausted (u32)".into(),
+        ));
+    }
+    let prealloc = if config.preallocate {
+        config.segment_bytes_target
+    } else {
+        0
+    };
+    let mut segment = ActiveSegment::create(dir, seq, prealloc)?;
+    let checkpoint = state.encode_checkpoint();
+    if checkpoint.len() > config.record_bytes_max {
+        return Err(WalError::Config(format!(
+            "checkpoint of {} groups needs {} bytes, above record_bytes_max",
+            state.groups.len(),
+            checkpoint.len()
+        )));
+    }
+    let prepared = PreparedPayload::new(checkpoint, config.compress_threshold_bytes);
+    let mut buf = Vec::with_capacity(prepared.framed_len());
+    prepared.frame_into(RecordKind::Checkpoint, seq, &mut buf);
+    segment.append(&buf)?;
+    segment.checkpoint_end = segment.written;
+    segment.sync()?;
+    sync_dir(dir)?;
+    files.write().insert(seq, segment.file.clone());
+    metrics::counter!("flotilla_wal_segments_created_total").increment(1);
+    Ok(segment)
+}
+
+fn take_group(pending: &mut VecDeque<Pending>, bytes_max: u64) -> Vec<Pending> {
+    let mut group = Vec::new();
+    let mut bytes = 0u64;
+    while let Some(next) = pending.front() {
+        let len = next.prepared.framed_len() as u64;
+        if !group.is_empty() && bytes + len > bytes_max {
+            break;
+        }
+        bytes += len;
+        if let Some(next) = pending.pop_front() {
+            group.push(next);
+        }
+    }
+    group
+}
+
+/// What validation needs to know of a group: its compaction point and last
+/// index, as changed by the batches ahead in the same group commit.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bounds {
+    truncated: Index,
+    last: Index,
+}
+
+/// Checks a batch against the log as the batches before it leave it. On
+/// success the batch's effects are added to `overlay`.
+fn validate(
+    batch: &WriteBatch,
+    state: &MemState,
+    overlay: &mut HashMap<u64, Bounds>,
+) -> Result<()> {
+    let mut local: HashMap<u64, Bounds> = HashMap::new();
+    for op in &batch.ops {
+        let group = op.group();
+        let bounds = local.entry(group).or_insert_with(|| {
+            overlay.get(&group).copied().unwrap_or_else(|| {
+                state
+                    .groups
+                    .get(&group)
+                    .map_or(Bounds::default(), |g| Bounds {
+                        truncated: g.truncated_index,
+                        last: g.last_index(),
+                    })
+            })
+        });
+        match op {
+            Op::Entries { entries, .. } => {
+                let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+                    continue;
+                };
+                if first.index <= bounds.truncated {
+                    return Err(WalError::InvalidBatch {
+                        group,
+                        reason: format!(
+                            "append at index {} at or below the compaction point {}",
+                            first.index, bounds.truncated
+                        ),
+                    });
+                }
+                if first.index > bounds.last + 1 {
+                    return Err(WalError::InvalidBatch {
+                        group,
+                        reason: format!(
+                            "append at index {} leaves a gap after last index {}",
+                            first.index, bounds.last
+                        ),
+                    });
+                }
+                bounds.last = last.index;
+            }
+            Op::Compact { index, .. } => {
+                if *index > bounds.truncated {
+                    if *index > bounds.last {
+                        return Err(WalError::InvalidBatch {
+                            group,
+                            reason: format!(
+                                "compaction to {index} beyond last index {}",
+                                bounds.last
+                            ),
+                        });
+                    }
+                    bounds.truncated = *index;
+                }
+            }
+            Op::Snapshot { index, .. } => {
+                if *index > bounds.truncated {
+                    bounds.truncated = *index;
+                    bounds.last = *index;
+                }
+            }
+            Op::Remove { .. } => *bounds = Bounds::default(),
+            Op::HardState { .. } | Op::ConfState { .. } => {}
+        }
+    }
+    overlay.extend(local);
+    Ok(())
+}
