@@ -304,7 +304,11 @@ impl<S: LogStore> RaftGroup<S> {
         }
         let behind = pr.matched < last_index;
         if behind && self.role == Role::Leader {
-            self.send_append(from, false);
+            // Send even when nothing lies at `next` (appends were lost, or
+            // the member is new): the follower's rejection is what makes
+            // the leader back up. Without it an idle leader never catches
+            // a follower up.
+            self.send_append(from, true);
         }
         self.release_reads();
     }

@@ -23,6 +23,8 @@ use flotilla_raftgroup::{ConfChange, Config};
 const STEPS_PER_SEED: u64 = 400;
 /// Ticks the healed cluster gets to elect a leader and commit.
 const LIVENESS_TICKS_MAX: u64 = 400;
+/// Ticks the healed, idle cluster gets to bring every member up to date.
+const CONVERGE_TICKS_MAX: u64 = 300;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -191,7 +193,7 @@ fn run_seed_inner(seed: u64) -> Result<Sim, Violation> {
             }
             Some(p) => {
                 if sim.acknowledged(p) {
-                    return Ok(sim);
+                    return converge(sim);
                 }
                 // A proposal may be lost with a leader change; try again.
                 if sim
@@ -217,6 +219,32 @@ fn run_seed_inner(seed: u64) -> Result<Sim, Violation> {
         Violation(format!(
             "liveness: no proposal committed within {LIVENESS_TICKS_MAX} ticks after healing"
         )),
+    ))
+}
+
+/// With no faults and no new proposals, every member the leader knows
+/// must catch up to its commit index (an idle leader must still repair
+/// followers).
+fn converge(mut sim: Sim) -> Result<Sim, Violation> {
+    for _ in 0..CONVERGE_TICKS_MAX {
+        let Some(leader) = sim.leader() else {
+            sim.tick_all();
+            sim.settle().map_err(|v| annotate(&sim, v))?;
+            continue;
+        };
+        let (commit, members) = match sim.group(leader) {
+            Some(g) => (g.commit_index(), g.conf_state().all().collect::<Vec<_>>()),
+            None => break,
+        };
+        if members.iter().all(|&m| sim.applied_index(m) >= commit) {
+            return Ok(sim);
+        }
+        sim.tick_all();
+        sim.settle().map_err(|v| annotate(&sim, v))?;
+    }
+    Err(annotate(
+        &sim,
+        Violation(format!("convergence: members did not catch up within {CONVERGE_TICKS_MAX} ticks without new proposals")),
     ))
 }
 
