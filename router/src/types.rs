@@ -53,4 +53,6 @@ pub enum LaneError {
     PeerDown(NodeId),
     #[error("the transport is shut down")]
     Shutdown,
+    #[error("a lane frame of {len} bytes exceeds the frame limit of {max} bytes")]
+    FrameTooLarge { len: usize, max: usize },
 }
