@@ -63,9 +63,12 @@ impl SnapshotConfig {
     /// Rejects impossible combinations with a message naming the setting.
     pub fn validate(&self) -> Result<(), SnapshotError> {
         let bad = |m: String| Err(SnapshotError::Config(m));
-        if self.chunk_bytes_max < 4096 || self.chunk_bytes_max > CHUNK_RAW_BYTES_LIMIT as usize {
+        // Half the protocol limit: a chunk frame must also fit the
+        // transport's frame limit (16 MiB by default) with its headers.
+        let chunk_bytes_limit = CHUNK_RAW_BYTES_LIMIT as usize / 2;
+        if self.chunk_bytes_max < 4096 || self.chunk_bytes_max > chunk_bytes_limit {
             return bad(format!(
-                "chunk_bytes_max = {} must be within 4096..={CHUNK_RAW_BYTES_LIMIT}",
+                "chunk_bytes_max = {} must be within 4096..={chunk_bytes_limit}",
                 self.chunk_bytes_max
             ));
         }
