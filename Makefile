@@ -27,7 +27,7 @@ deps:
 	@command -v cargo >/dev/null 2>&1 || { echo "make deps: cargo not found; install Rust (https://rustup.rs) first"; exit 1; }
 
 run: deps
-	$(CARGO) run --release -p flotilla-raftgroup --example demo
+	$(CARGO) run --release -p flotilla --bin flotilla -- demo
 
 lint: deps
 	$(CARGO) fmt --all -- --check

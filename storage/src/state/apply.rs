@@ -38,6 +38,9 @@ pub struct ApplyBatch<'a> {
     batch: WriteBatch,
     applied: BTreeMap<RangeId, IndexTerm>,
     touched: BTreeSet<RangeId>,
+    /// Ranges whose metadata this batch removes (merged away): they take
+    /// no applied index, whatever was recorded for them earlier.
+    retired: BTreeSet<RangeId>,
     /// Set when a column family lookup failed while building; reported at
     /// commit so the builder methods stay infallible.
     error: Option<StateError>,
@@ -50,6 +53,7 @@ impl<'a> ApplyBatch<'a> {
             batch: WriteBatch::default(),
             applied: BTreeMap::new(),
             touched: BTreeSet::new(),
+            retired: BTreeSet::new(),
             error: None,
         }
     }
@@ -98,10 +102,28 @@ impl<'a> ApplyBatch<'a> {
         }
     }
 
+    /// Removes every metadata record of `range_id` but none of its data:
+    /// the range was merged into its neighbour, which now owns the keys.
+    pub fn retire_range(&mut self, range_id: RangeId) {
+        self.retired.insert(range_id);
+        self.applied.remove(&range_id);
+        self.touched.remove(&range_id);
+        match self.store.meta_cf() {
+            Ok(cf) => {
+                let (start, end) = keys::range_meta_bounds(range_id);
+                self.batch.delete_range_cf(cf, start, end);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
     /// Records that this batch applies `range_id`'s log up to `index`
     /// (whose entry has `term`). Called once per range per batch with the
     /// last entry's position; a later call for the same range wins.
     pub fn set_applied(&mut self, range_id: RangeId, index: Index, term: Term) {
+        if self.retired.contains(&range_id) {
+            return;
+        }
         let state = IndexTerm { index, term };
         if let Some(previous) = self.applied.insert(range_id, state) {
             debug_assert!(

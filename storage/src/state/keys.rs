@@ -24,6 +24,11 @@ pub fn identity_key() -> Vec<u8> {
     vec![KIND_STORE, b'i', b'd']
 }
 
+/// Node-wide record: the next id the node may allocate.
+pub fn id_counter_key() -> Vec<u8> {
+    vec![KIND_STORE, b'c', b'n']
+}
+
 /// Per-range fields. The byte values are on disk: never renumber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

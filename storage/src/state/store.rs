@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) write_apply: WriteOptions,
     /// Rare writes whose loss the Raft log cannot repair: fsync'd.
     pub(crate) write_sync: WriteOptions,
+    /// Serializes id allocation (read-modify-write of the counter).
+    pub(crate) id_lock: Mutex<()>,
 }
 
 /// Why a range is in the busy map.
@@ -172,6 +174,7 @@ impl StateStore {
                 busy: Mutex::new(HashMap::new()),
                 write_apply,
                 write_sync,
+                id_lock: Mutex::new(()),
             }),
         };
         let recovered = store.recover_interrupted_snapshots()?;
@@ -228,6 +231,37 @@ impl StateStore {
                 Ok(wanted)
             }
         }
+    }
+
+    /// Reserves `count` consecutive ids from a node-wide counter that
+    /// only grows and survives restarts (synced before returning). Returns
+    /// the first. The engine builds cluster-unique range and replica ids
+    /// from them.
+    pub fn allocate_ids(&self, count: u64) -> Result<u64> {
+        let _guard = self.inner.id_lock.lock();
+        let key = keys::id_counter_key();
+        let next = match self.get_meta(&key, "read id counter")? {
+            Some(raw) if raw.len() == 8 => {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&raw);
+                u64::from_le_bytes(bytes)
+            }
+            Some(raw) => {
+                return Err(StateError::Corrupt {
+                    what: "id counter",
+                    detail: format!("expected 8 bytes, found {}", raw.len()),
+                })
+            }
+            None => 1,
+        };
+        let after = next.checked_add(count).ok_or(StateError::Corrupt {
+            what: "id counter",
+            detail: "exhausted".into(),
+        })?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.meta_cf()?, key, after.to_le_bytes());
+        self.write(batch, true, "write id counter")?;
+        Ok(next)
     }
 
     /// The identity recorded by [`StateStore::ensure_identity`], if any.

@@ -1,0 +1,226 @@
+//! Applying committed commands of a range to the state store batch, and the
+//! effects (new ranges, retired ranges, merge steps) that follow once the
+//! batch is durable.
+//!
+//! Apply is deterministic: every replica applies the same commands to the
+//! same descriptors and reaches the same decisions, so checks made here
+//! (epoch, key in range, frozen) hold on all of them alike.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use flotilla_raftgroup::Entry;
+use flotilla_router::range::{RangeDescriptor, ReplicaDescriptor};
+use flotilla_router::RangeId;
+use flotilla_storage::state::ApplyBatch;
+
+use crate::command::{Command, WriteOp};
+use crate::error::Error;
+use crate::meta::{Frozen, RangeMeta};
+use crate::peer::{Outcome, Peer};
+
+/// What must happen after the apply batch is committed.
+pub(crate) enum Effect {
+    /// A split created `right`; `left` is the parent's new descriptor.
+    Split {
+        left: RangeDescriptor,
+        right: RangeMeta,
+        parent_leader: bool,
+    },
+    /// A range was frozen for a merge into `target`.
+    Frozen { source: RangeId, target: RangeId },
+    /// `target` absorbed `source`.
+    Merged {
+        target: RangeDescriptor,
+        source: RangeId,
+    },
+    /// A merge was rolled back.
+    Unfrozen { source: RangeDescriptor },
+}
+
+/// What the apply of one entry needs to see of other local ranges.
+pub(crate) struct LocalView<'a> {
+    pub peers: &'a BTreeMap<RangeId, Peer>,
+}
+
+fn mismatch(meta: &RangeMeta) -> Error {
+    Error::EpochMismatch {
+        range_id: meta.desc.id,
+        current: vec![meta.desc.clone()],
+    }
+}
+
+/// Apply one committed normal entry of `meta`'s range.
+pub(crate) fn apply_entry(
+    meta: &mut RangeMeta,
+    is_leader: bool,
+    entry: &Entry,
+    view: &LocalView<'_>,
+    batch: &mut ApplyBatch<'_>,
+    effects: &mut Vec<Effect>,
+) -> Result<Outcome, Error> {
+    let range_id = meta.desc.id;
+    let command = match Command::decode(&entry.data) {
+        Ok(c) => c,
+        // Every replica sees the same bytes and skips them alike.
+        Err(e) => {
+            tracing::error!(range_id, index = entry.index, error = %e, "skipping undecodable command");
+            return Err(Error::InvalidRequest(e.to_string()));
+        }
+    };
+    if command.version() != meta.desc.epoch.version {
+        return Err(mismatch(meta));
+    }
+    match command {
+        Command::Write { ops, .. } => {
+            if meta.frozen.is_some() {
+                return Err(mismatch(meta));
+            }
+            if ops.iter().any(|op| !meta.desc.contains_key(op.key())) {
+                return Err(mismatch(meta));
+            }
+            for op in &ops {
+                match op {
+                    WriteOp::Put { key, value } => batch.put(range_id, key, value),
+                    WriteOp::Delete { key } => batch.delete(range_id, key),
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        Command::Split {
+            split_key,
+            new_range_id,
+            new_replica_ids,
+            ..
+        } => {
+            let inside = split_key > meta.desc.start
+                && (meta.desc.end.is_empty() || split_key < meta.desc.end);
+            if meta.frozen.is_some() || !inside || new_replica_ids.len() != meta.desc.replicas.len()
+            {
+                return Err(Error::AdminRefused(format!(
+                    "split of range {range_id} at {:?} is not possible now",
+                    crate::error::show_key(&split_key)
+                )));
+            }
+            if view.peers.contains_key(&new_range_id) {
+                return Err(Error::AdminRefused(format!(
+                    "range id {new_range_id} already exists"
+                )));
+            }
+            let version = meta.desc.epoch.version + 1;
+            let mut right = meta.desc.clone();
+            right.id = new_range_id;
+            right.start = split_key.clone();
+            right.epoch.version = version;
+            right.replicas = meta
+                .desc
+                .replicas
+                .iter()
+                .zip(&new_replica_ids)
+                .map(|(r, &id)| ReplicaDescriptor {
+                    replica_id: id,
+                    ..*r
+                })
+                .collect();
+            meta.desc.end = split_key;
+            meta.desc.epoch.version = version;
+            let right = RangeMeta {
+                desc: right,
+                frozen: None,
+            };
+            batch.set_descriptor(range_id, &meta.encode());
+            batch.set_descriptor(new_range_id, &right.encode());
+            batch.set_applied(
+                new_range_id,
+                flotilla_raftgroup::BOOTSTRAP_INDEX,
+                flotilla_raftgroup::BOOTSTRAP_TERM,
+            );
+            effects.push(Effect::Split {
+                left: meta.desc.clone(),
+                right,
+                parent_leader: is_leader,
+            });
+            Ok(Outcome::Split { new_range_id })
+        }
+        Command::PrepareMerge { target, .. } => {
+            if meta.frozen.is_some() {
+                return Err(Error::AdminRefused(format!(
+                    "range {range_id} is already merging"
+                )));
+            }
+            meta.frozen = Some(Frozen {
+                target,
+                index: entry.index,
+            });
+            meta.desc.epoch.version += 1;
+            batch.set_descriptor(range_id, &meta.encode());
+            effects.push(Effect::Frozen {
+                source: range_id,
+                target,
+            });
+            Ok(Outcome::Done)
+        }
+        Command::CommitMerge { source, .. } => {
+            let refuse = |why: String| {
+                Err(Error::AdminRefused(format!(
+                    "merge of {} into {range_id}: {why}",
+                    source.id
+                )))
+            };
+            if meta.frozen.is_some() {
+                return refuse("the target is itself frozen".into());
+            }
+            if meta.desc.end != source.start || meta.desc.end.is_empty() {
+                return refuse("ranges are not adjacent".into());
+            }
+            let nodes = |d: &RangeDescriptor| {
+                let mut n: Vec<u64> = d.replicas.iter().map(|r| r.node_id).collect();
+                n.sort_unstable();
+                n
+            };
+            if nodes(&meta.desc) != nodes(&source) {
+                return refuse("replica sets differ".into());
+            }
+            // The local source replica must be frozen into us and have
+            // applied everything up to the freeze.
+            let Some(local) = view.peers.get(&source.id) else {
+                return refuse("no local replica of the source".into());
+            };
+            match local.meta.frozen {
+                Some(f)
+                    if f.target == range_id
+                        && local.applied.0 >= f.index
+                        && local.meta.desc == source => {}
+                _ => {
+                    return refuse(
+                        "source is not frozen into this range at the expected state".into(),
+                    )
+                }
+            }
+            meta.desc.end = source.end.clone();
+            meta.desc.epoch.version = meta.desc.epoch.version.max(source.epoch.version) + 1;
+            batch.set_descriptor(range_id, &meta.encode());
+            batch.retire_range(source.id);
+            effects.push(Effect::Merged {
+                target: meta.desc.clone(),
+                source: source.id,
+            });
+            Ok(Outcome::Done)
+        }
+        Command::RollbackMerge { .. } => {
+            if meta.frozen.take().is_some() {
+                meta.desc.epoch.version += 1;
+                batch.set_descriptor(range_id, &meta.encode());
+                effects.push(Effect::Unfrozen {
+                    source: meta.desc.clone(),
+                });
+            }
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+/// The payload of a write command for `ops` routed with `version`.
+pub(crate) fn write_command(version: u64, ops: Vec<WriteOp>) -> Bytes {
+    Command::Write { version, ops }.encode()
+}

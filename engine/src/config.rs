@@ -1,0 +1,199 @@
+//! The engine's settings: DESIGN.md's defaults in one typed config, built
+//! with a builder and validated at start with a message naming the field.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_storage::state::StateConfig;
+use flotilla_storage::wal::WalConfig;
+
+use crate::error::Error;
+
+/// How a linearizable read is confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex: a heartbeat round confirms leadership (batched).
+    ReadIndex,
+    /// Leader lease: no round trip while the lease holds (falls back to
+    /// ReadIndex otherwise). Safe while clock drift between nodes stays
+    /// under `raft.ticks_lease_drift` ticks per lease period.
+    Lease,
+}
+
+/// Settings of one node.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where the WAL (`wal/`) and the state store (`state/`) live.
+    pub data_dir: PathBuf,
+    pub cluster_id: u64,
+    pub node_id: u64,
+    /// One Raft tick. 100 ms.
+    pub tick: Duration,
+    /// Raft settings in ticks (the `id`, `applied` and `seed` fields are
+    /// set per replica by the engine).
+    pub raft: flotilla_raftgroup::Config,
+    /// Compact a range's log once this many applied entries are in it. 10,000.
+    pub log_compact_entries: u64,
+    /// ... or once this long has passed since the last compaction. 5 min.
+    pub log_compact_interval: Duration,
+    /// Most proposals waiting per range before `Busy`. 4,096.
+    pub proposals_per_range_max: usize,
+    /// Most requests queued for the node before `Busy`. 65,536.
+    pub requests_queued_max: usize,
+    /// Largest key. 8 KiB.
+    pub key_bytes_max: usize,
+    /// Largest value. 8 MiB.
+    pub value_bytes_max: usize,
+    /// How long a request may wait before `Timeout`. 10 s.
+    pub request_timeout: Duration,
+    /// fsync the WAL on every write batch. On: turning it off trades the
+    /// durability of acknowledged writes for speed.
+    pub wal_sync: bool,
+    pub read_mode: ReadMode,
+    pub wal: WalConfig,
+    pub state: StateConfig,
+}
+
+impl EngineConfig {
+    /// Defaults for a single node with its data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            cluster_id: 1,
+            node_id: 1,
+            tick: Duration::from_millis(100),
+            raft: flotilla_raftgroup::Config::default(),
+            log_compact_entries: 10_000,
+            log_compact_interval: Duration::from_secs(300),
+            proposals_per_range_max: 4_096,
+            requests_queued_max: 65_536,
+            key_bytes_max: 8 << 10,
+            value_bytes_max: 8 << 20,
+            request_timeout: Duration::from_secs(10),
+            wal_sync: true,
+            read_mode: ReadMode::ReadIndex,
+            wal: WalConfig::default(),
+            state: StateConfig::default(),
+        }
+    }
+
+    /// Start a builder.
+    pub fn builder(data_dir: impl Into<PathBuf>) -> EngineConfigBuilder {
+        EngineConfigBuilder {
+            config: EngineConfig::new(data_dir),
+        }
+    }
+
+    /// Refuses impossible settings, naming the field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let fail = |field: &'static str, reason: String| Err(Error::Config { field, reason });
+        if self.node_id == 0 {
+            return fail("node_id", "must not be 0".into());
+        }
+        if self.cluster_id == 0 {
+            return fail("cluster_id", "must not be 0".into());
+        }
+        if self.tick.is_zero() {
+            return fail("tick", "must be positive".into());
+        }
+        let mut raft = self.raft.clone();
+        raft.id = 1;
+        if let Err(e) = raft.validate() {
+            return fail("raft", e.to_string());
+        }
+        if self.log_compact_entries == 0 {
+            return fail("log_compact_entries", "must be at least 1".into());
+        }
+        if self.proposals_per_range_max == 0 {
+            return fail("proposals_per_range_max", "must be at least 1".into());
+        }
+        if self.requests_queued_max == 0 {
+            return fail("requests_queued_max", "must be at least 1".into());
+        }
+        if self.key_bytes_max == 0 || self.key_bytes_max > 64 << 10 {
+            return fail(
+                "key_bytes_max",
+                format!("must be in 1..=65536, got {}", self.key_bytes_max),
+            );
+        }
+        if self.value_bytes_max == 0 || self.value_bytes_max as u64 >= self.wal.batch_bytes_max {
+            return fail(
+                "value_bytes_max",
+                format!(
+                    "must be positive and below wal.batch_bytes_max ({}), got {}",
+                    self.wal.batch_bytes_max, self.value_bytes_max
+                ),
+            );
+        }
+        if self.request_timeout.is_zero() {
+            return fail("request_timeout", "must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Builds an [`EngineConfig`]; [`EngineConfigBuilder::build`] validates.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = flotilla::EngineConfig::builder("/tmp/flotilla-doc")
+///     .tick(Duration::from_millis(50))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.tick, Duration::from_millis(50));
+/// let bad = flotilla::EngineConfig::builder("/tmp/x").heartbeat_ticks(30).build();
+/// assert!(bad.unwrap_err().to_string().contains("raft"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct EngineConfigBuilder {
+    config: EngineConfig,
+}
+
+impl EngineConfigBuilder {
+    pub fn node_id(mut self, id: u64) -> Self {
+        self.config.node_id = id;
+        self
+    }
+    pub fn cluster_id(mut self, id: u64) -> Self {
+        self.config.cluster_id = id;
+        self
+    }
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.config.tick = tick;
+        self
+    }
+    pub fn heartbeat_ticks(mut self, ticks: u32) -> Self {
+        self.config.raft.ticks_heartbeat = ticks;
+        self
+    }
+    pub fn election_ticks(mut self, min: u32, max: u32) -> Self {
+        self.config.raft.ticks_election_min = min;
+        self.config.raft.ticks_election_max = max;
+        self
+    }
+    pub fn log_compact_entries(mut self, entries: u64) -> Self {
+        self.config.log_compact_entries = entries;
+        self
+    }
+    pub fn wal_sync(mut self, sync: bool) -> Self {
+        self.config.wal_sync = sync;
+        self
+    }
+    pub fn read_mode(mut self, mode: ReadMode) -> Self {
+        self.config.read_mode = mode;
+        self
+    }
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+    pub fn wal_config(mut self, wal: WalConfig) -> Self {
+        self.config.wal = wal;
+        self
+    }
+    /// Validate and return the config.
+    pub fn build(self) -> Result<EngineConfig, Error> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}

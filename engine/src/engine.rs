@@ -1,0 +1,295 @@
+//! [`Engine`]: the embedding API. An async handle to a node whose raft
+//! loop runs on its own thread; every call is a message to that loop and a
+//! reply on a oneshot channel, bounded by the request timeout.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::command::WriteOp;
+use crate::config::EngineConfig;
+use crate::error::Error;
+use crate::node::{Consistency, Msg, Node, RangeInfo, Request};
+use crate::peer::Outcome;
+use crate::stats::NodeStats;
+
+/// A Flotilla node embedded in this process.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let engine = flotilla::Engine::open(flotilla::EngineConfig::new(dir.path())).unwrap();
+/// engine.put("hello", "world").await.unwrap();
+/// assert_eq!(engine.get("hello").await.unwrap().as_deref(), Some(&b"world"[..]));
+/// let right = engine.split("m").await.unwrap();
+/// assert_eq!(engine.ranges().await.unwrap().len(), 2);
+/// let left = engine.ranges().await.unwrap()[0].descriptor.id;
+/// engine.merge(left, right).await.unwrap();
+/// engine.close().await.unwrap();
+/// # });
+/// ```
+pub struct Engine {
+    mailbox: Sender<Msg>,
+    config: EngineConfig,
+    closed: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Open (or create) a node over `config.data_dir`. With the defaults
+    /// this is a single node holding one range that covers the key space.
+    /// Blocks while the WAL is recovered.
+    pub fn open(config: EngineConfig) -> Result<Engine, Error> {
+        let node = Node::open(config.clone())?;
+        let (mailbox, inbox) = crossbeam_channel::bounded(config.requests_queued_max);
+        let closed = Arc::new(AtomicBool::new(false));
+        let raft = std::thread::Builder::new()
+            .name(format!("flotilla-raft-{}", config.node_id))
+            .spawn(move || node.run(inbox))
+            .map_err(|e| Error::Storage(format!("cannot start the raft thread: {e}")))?;
+        // One timer for the whole node; ticks reach only awake groups.
+        let ticker_mailbox = mailbox.clone();
+        let ticker_closed = closed.clone();
+        let tick = config.tick;
+        let ticker = std::thread::Builder::new()
+            .name(format!("flotilla-tick-{}", config.node_id))
+            .spawn(move || {
+                while !ticker_closed.load(Ordering::Acquire) {
+                    std::thread::sleep(tick);
+                    // A full mailbox skips a tick rather than block.
+                    let _ = ticker_mailbox.try_send(Msg::Tick);
+                }
+            })
+            .map_err(|e| Error::Storage(format!("cannot start the tick thread: {e}")))?;
+        Ok(Engine {
+            mailbox,
+            config,
+            closed,
+            threads: Mutex::new(vec![raft, ticker]),
+        })
+    }
+
+    fn submit(&self, request: Request) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        match self.mailbox.try_send(Msg::Request(request)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Error::Busy(format!(
+                "{} requests queued on the node",
+                self.config.requests_queued_max
+            ))),
+            Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
+        }
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+        match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout(
+                self.config.request_timeout.as_millis() as u64
+            )),
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), Error> {
+        if key.is_empty() {
+            return Err(Error::InvalidRequest("empty key".into()));
+        }
+        if key.len() > self.config.key_bytes_max {
+            return Err(Error::key_too_large(
+                "key",
+                key.len(),
+                self.config.key_bytes_max,
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+        if value.len() > self.config.value_bytes_max {
+            return Err(Error::key_too_large(
+                "value",
+                value.len(),
+                self.config.value_bytes_max,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Write one key. Returns once the write is committed and applied.
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<(), Error> {
+        let (key, value) = (key.into(), value.into());
+        self.write_batch(vec![WriteOp::Put { key, value }]).await
+    }
+
+    /// Delete one key (deleting a missing key is not an error).
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<(), Error> {
+        self.write_batch(vec![WriteOp::Delete { key: key.into() }])
+            .await
+    }
+
+    /// Apply several writes atomically. All keys must lie in one range,
+    /// otherwise [`Error::CrossRangeBatch`] and nothing is written.
+    pub async fn write_batch(&self, ops: Vec<WriteOp>) -> Result<(), Error> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        for op in &ops {
+            self.check_key(op.key())?;
+            if let WriteOp::Put { value, .. } = op {
+                self.check_value(value)?;
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Write { ops, reply })?;
+        self.wait(rx).await.map(|_| ())
+    }
+
+    /// Linearizable read of one key.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
+        self.get_with(key, Consistency::Linearizable).await
+    }
+
+    /// Read one key with an explicit consistency (`Stale` reads whatever
+    /// the local replica applied, without contacting the leader).
+    pub async fn get_with(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: Consistency,
+    ) -> Result<Option<Bytes>, Error> {
+        let key = key.into();
+        self.check_key(&key)?;
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Get {
+            key,
+            consistency,
+            reply,
+        })?;
+        self.wait(rx).await
+    }
+
+    /// Keys in `range` (an empty end means "to the end"), in key order,
+    /// at most `limit`, across ranges. Each range is read linearizably;
+    /// the scan as a whole is not one atomic snapshot across ranges.
+    pub async fn scan(
+        &self,
+        range: Range<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, Error> {
+        self.scan_with(range, limit, Consistency::Linearizable)
+            .await
+    }
+
+    /// [`Engine::scan`] with an explicit consistency.
+    pub async fn scan_with(
+        &self,
+        range: Range<Bytes>,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<Vec<(Bytes, Bytes)>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Scan {
+            start: range.start,
+            end: range.end,
+            limit,
+            consistency,
+            reply,
+        })?;
+        self.wait(rx).await
+    }
+
+    /// Split the range holding `key` at `key` (metadata only: no data is
+    /// copied). Returns the new right-hand range's id.
+    pub async fn split(&self, key: impl Into<Bytes>) -> Result<u64, Error> {
+        let key = key.into();
+        self.check_key(&key)?;
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Split { key, reply })?;
+        match self.wait(rx).await? {
+            Outcome::Split { new_range_id } => Ok(new_range_id),
+            Outcome::Done => Err(Error::AdminRefused(
+                "split applied without a new range".into(),
+            )),
+        }
+    }
+
+    /// Merge range `right` into its left neighbour `left` (same replicas
+    /// required). `right` is frozen first; on failure it is unfrozen.
+    pub async fn merge(&self, left: u64, right: u64) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Merge { left, right, reply })?;
+        self.wait(rx).await.map(|_| ())
+    }
+
+    /// The ranges this node holds, in key order.
+    pub async fn ranges(&self) -> Result<Vec<RangeInfo>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Ranges { reply })?;
+        let mut infos = match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(infos)) => infos,
+            Ok(Err(_)) => return Err(Error::Closed),
+            Err(_) => {
+                return Err(Error::Timeout(
+                    self.config.request_timeout.as_millis() as u64
+                ))
+            }
+        };
+        infos.sort_by(|a, b| a.descriptor.start.cmp(&b.descriptor.start));
+        Ok(infos)
+    }
+
+    /// What the node has done so far.
+    pub async fn stats(&self) -> Result<NodeStats, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Stats { reply })?;
+        match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout(
+                self.config.request_timeout.as_millis() as u64
+            )),
+        }
+    }
+
+    /// Stop accepting requests, finish what is queued, flush and stop the
+    /// node's threads.
+    pub async fn close(&self) -> Result<(), Error> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (reply, rx) = oneshot::channel();
+        // Blocking send: shutdown must get through even when the mailbox is
+        // full (the raft loop keeps draining it).
+        let sent = self.mailbox.send(Msg::Shutdown(reply)).is_ok();
+        let result = if sent {
+            rx.await.unwrap_or(Ok(()))
+        } else {
+            Ok(())
+        };
+        let threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
+        for thread in threads {
+            let _ = thread.join();
+        }
+        result
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let (reply, _rx) = oneshot::channel();
+            let _ = self.mailbox.send(Msg::Shutdown(reply));
+            for thread in self.threads.lock().drain(..) {
+                let _ = thread.join();
+            }
+        }
+    }
+}

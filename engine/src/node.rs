@@ -1,0 +1,1050 @@
+//! The node's raft loop: one thread that owns every local range, takes
+//! requests from a bounded mailbox, and runs the batched cycle of
+//! DESIGN.md: all ready groups' entries and hard states in ONE WAL write
+//! (one fsync), then all their committed entries in ONE state store batch,
+//! then the callers' replies.
+//!
+//! A group with nothing to do costs nothing: only groups that have a Ready
+//! are visited in a cycle (ticks excepted).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use flotilla_raftgroup::{
+    ConfChange, ConfState, EntryKind, HardState, RaftGroup, ReplicaId, Role, BOOTSTRAP_INDEX,
+    BOOTSTRAP_TERM,
+};
+use flotilla_router::range::{RangeDescriptor, RangeMap, ReplicaDescriptor, ReplicaRole, Router};
+use flotilla_router::RangeId;
+use flotilla_storage::state::StateStore;
+use flotilla_storage::wal::{Wal, WriteBatch};
+use tokio::sync::oneshot;
+
+use crate::apply::{apply_entry, write_command, Effect, LocalView};
+use crate::command::{Command, WriteOp};
+use crate::config::{EngineConfig, ReadMode};
+use crate::error::Error;
+use crate::meta::RangeMeta;
+use crate::peer::{Outcome, Peer, Proposal, ReadWaiter, Reply};
+use crate::stats::NodeStats;
+
+/// Read consistency of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Linearizable (ReadIndex, or the lease when configured).
+    Linearizable,
+    /// Whatever the local replica has applied: may be stale.
+    Stale,
+}
+
+/// Requests the API sends to the raft loop.
+pub(crate) enum Request {
+    Write {
+        ops: Vec<WriteOp>,
+        reply: Reply,
+    },
+    Get {
+        key: Bytes,
+        consistency: Consistency,
+        reply: oneshot::Sender<Result<Option<Bytes>, Error>>,
+    },
+    Scan {
+        start: Bytes,
+        end: Bytes,
+        limit: usize,
+        consistency: Consistency,
+        reply: oneshot::Sender<Result<Vec<(Bytes, Bytes)>, Error>>,
+    },
+    Split {
+        key: Bytes,
+        reply: Reply,
+    },
+    Merge {
+        left: RangeId,
+        right: RangeId,
+        reply: Reply,
+    },
+    Ranges {
+        reply: oneshot::Sender<Vec<RangeInfo>>,
+    },
+    Stats {
+        reply: oneshot::Sender<NodeStats>,
+    },
+}
+
+/// Mailbox messages of the raft loop.
+pub(crate) enum Msg {
+    Request(Request),
+    Tick,
+    Shutdown(oneshot::Sender<Result<(), Error>>),
+}
+
+/// A range as reported by [`crate::Engine::ranges`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeInfo {
+    pub descriptor: RangeDescriptor,
+    pub role: Role,
+    pub term: u64,
+    pub applied_index: u64,
+    pub merging_into: Option<RangeId>,
+}
+
+struct ScanJob {
+    start: Bytes,
+    end: Bytes,
+    limit: usize,
+    waiting: usize,
+    reply: oneshot::Sender<Result<Vec<(Bytes, Bytes)>, Error>>,
+}
+
+/// A merge this node started: waiting for the source to freeze.
+struct MergeJob {
+    target: RangeId,
+    reply: Reply,
+}
+
+pub(crate) struct Node {
+    config: EngineConfig,
+    store: StateStore,
+    wal: Arc<Wal>,
+    peers: BTreeMap<RangeId, Peer>,
+    router: Router,
+    scans: HashMap<u64, ScanJob>,
+    merges: HashMap<RangeId, MergeJob>,
+    next_context: u64,
+    stats: NodeStats,
+    started: Instant,
+}
+
+/// Cluster-unique ids: a node-local counter in the high bits, the node id
+/// in the low 16 bits. Two nodes never make the same id, and a node never
+/// makes one twice (the counter is persisted and only grows).
+fn make_id(counter: u64, node_id: u64) -> u64 {
+    (counter << 16) | (node_id & 0xFFFF)
+}
+
+impl Node {
+    /// Open (or create) the node's storage and start every local range.
+    pub(crate) fn open(config: EngineConfig) -> Result<Node, Error> {
+        config.validate()?;
+        if config.node_id > 0xFFFF {
+            return Err(Error::Config {
+                field: "node_id",
+                reason: format!("must be below 65536, got {}", config.node_id),
+            });
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let store = StateStore::open(config.data_dir.join("state"), config.state.clone())?;
+        store.ensure_identity(config.cluster_id, config.node_id)?;
+        let wal = Arc::new(Wal::open(config.data_dir.join("wal"), config.wal.clone())?);
+        let mut node = Node {
+            config,
+            store,
+            wal,
+            peers: BTreeMap::new(),
+            router: Router::new(RangeMap::new()),
+            scans: HashMap::new(),
+            merges: HashMap::new(),
+            next_context: 1,
+            stats: NodeStats::default(),
+            started: Instant::now(),
+        };
+        if node.store.range_ids()?.is_empty() {
+            node.bootstrap()?;
+        }
+        for range_id in node.store.range_ids()? {
+            let raw = node
+                .store
+                .range_descriptor(range_id)?
+                .ok_or_else(|| Error::Storage(format!("range {range_id} has no descriptor")))?;
+            let meta = RangeMeta::decode(&raw)
+                .map_err(|e| Error::Storage(format!("range {range_id}: {e}")))?;
+            node.start_peer(meta, false)?;
+        }
+        tracing::info!(
+            node_id = node.config.node_id,
+            ranges = node.peers.len(),
+            "node started"
+        );
+        Ok(node)
+    }
+
+    /// A new single-node cluster: one range over the whole key space.
+    fn bootstrap(&mut self) -> Result<(), Error> {
+        let first = self.store.allocate_ids(2)?;
+        let range_id = make_id(first, self.config.node_id);
+        let replica_id = make_id(first + 1, self.config.node_id);
+        let desc = RangeDescriptor::whole_key_space(
+            range_id,
+            vec![ReplicaDescriptor {
+                replica_id,
+                node_id: self.config.node_id,
+                role: ReplicaRole::Voter,
+            }],
+        );
+        let meta = RangeMeta { desc, frozen: None };
+        let mut batch = self.store.apply_batch();
+        batch.set_descriptor(range_id, &meta.encode());
+        batch.set_applied(range_id, BOOTSTRAP_INDEX, BOOTSTRAP_TERM);
+        batch.commit()?;
+        self.store.sync()?;
+        tracing::info!(range_id, "bootstrapped the first range");
+        Ok(())
+    }
+
+    /// Write the bootstrap state of a new group into the WAL unless it has
+    /// some already (a restart after a split that got that far).
+    fn bootstrap_wal_group(&self, desc: &RangeDescriptor) -> Result<(), Error> {
+        let log = self.wal.group(desc.id);
+        if log.hard_state().term != 0 || log.truncated_state().0 != 0 {
+            return Ok(());
+        }
+        let voters = desc
+            .replicas
+            .iter()
+            .filter(|r| r.role == ReplicaRole::Voter)
+            .map(|r| r.replica_id);
+        let mut conf = ConfState::with_voters(voters);
+        conf.learners = desc
+            .replicas
+            .iter()
+            .filter(|r| r.role == ReplicaRole::Learner)
+            .map(|r| r.replica_id)
+            .collect();
+        conf.learners.sort_unstable();
+        let mut batch = WriteBatch::new();
+        batch.install_snapshot(desc.id, BOOTSTRAP_INDEX, BOOTSTRAP_TERM);
+        batch.set_conf_state(desc.id, conf);
+        batch.set_hard_state(
+            desc.id,
+            HardState {
+                term: BOOTSTRAP_TERM,
+                vote: 0,
+                commit: BOOTSTRAP_INDEX,
+            },
+        );
+        self.wal.write(&batch, true)?;
+        Ok(())
+    }
+
+    fn start_peer(&mut self, meta: RangeMeta, campaign: bool) -> Result<(), Error> {
+        let range_id = meta.desc.id;
+        let replica_id: ReplicaId = meta
+            .desc
+            .replica_on(self.config.node_id)
+            .map(|r| r.replica_id)
+            .ok_or_else(|| {
+                Error::Storage(format!("range {range_id} has no replica on this node"))
+            })?;
+        self.bootstrap_wal_group(&meta.desc)?;
+        let applied = self
+            .store
+            .applied_state(range_id)?
+            .map(|s| (s.index, s.term))
+            .unwrap_or((BOOTSTRAP_INDEX, BOOTSTRAP_TERM));
+        let raft = flotilla_raftgroup::Config {
+            id: replica_id,
+            applied: applied.0,
+            seed: range_id ^ replica_id.rotate_left(17),
+            ..self.config.raft.clone()
+        };
+        let mut group = RaftGroup::new(raft, self.wal.group(range_id))?;
+        let single_voter = group.conf_state().voters == [replica_id];
+        if single_voter || campaign {
+            // A single voter elects itself at once; the replica that led
+            // the parent of a split campaigns so the new range has a leader
+            // without waiting for a timeout.
+            let _ = group.campaign();
+        }
+        if self.router.map().get(range_id).is_none() {
+            self.router
+                .map_mut()
+                .insert(meta.desc.clone())
+                .map_err(|e| Error::Storage(format!("range map: {e}")))?;
+        }
+        self.peers.insert(
+            range_id,
+            Peer {
+                meta,
+                replica_id,
+                group,
+                proposals: Default::default(),
+                reads_unconfirmed: HashMap::new(),
+                reads_confirmed: Vec::new(),
+                applied,
+                compacted_at: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The loop. Returns when shut down or when storage fails.
+    pub(crate) fn run(mut self, mailbox: Receiver<Msg>) {
+        let mut shutdown: Option<oneshot::Sender<Result<(), Error>>> = None;
+        while shutdown.is_none() {
+            let Ok(first) = mailbox.recv() else { break };
+            let mut next = Some(first);
+            let mut handled = 0;
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Request(request) => self.handle_request(request),
+                    Msg::Tick => self.tick(),
+                    Msg::Shutdown(reply) => {
+                        shutdown = Some(reply);
+                        break;
+                    }
+                }
+                handled += 1;
+                if handled < 4096 {
+                    next = mailbox.try_recv().ok();
+                }
+            }
+            // A cycle's persist can make entries committable (a single
+            // voter commits on its own persist): run again at once rather
+            // than wait for the next message.
+            let mut result = Ok(true);
+            for _ in 0..8 {
+                result = self.cycle();
+                if !matches!(result, Ok(true)) {
+                    break;
+                }
+            }
+            if let Err(e) = result {
+                tracing::error!(error = %e, "storage failure: stopping the node");
+                self.fail_everything(&e);
+                if let Some(reply) = shutdown.take() {
+                    let _ = reply.send(Err(e));
+                }
+                return;
+            }
+        }
+        // Refuse what is still queued, flush, stop.
+        while let Ok(msg) = mailbox.try_recv() {
+            if let Msg::Shutdown(reply) = msg {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        self.fail_everything(&Error::Closed);
+        let result = self.store.sync().map_err(Error::from);
+        tracing::info!(node_id = self.config.node_id, "node stopped");
+        if let Some(reply) = shutdown {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn fail_everything(&mut self, error: &Error) {
+        let mut scans = Vec::new();
+        for peer in self.peers.values_mut() {
+            peer.fail_all(error, &mut scans);
+        }
+        for (_, job) in self.scans.drain() {
+            let _ = job.reply.send(Err(error.clone()));
+        }
+        for (_, job) in self.merges.drain() {
+            let _ = job.reply.send(Err(error.clone()));
+        }
+    }
+
+    fn tick(&mut self) {
+        for peer in self.peers.values_mut() {
+            if !peer.group.is_quiescent() {
+                peer.group.tick();
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ requests
+
+    fn handle_request(&mut self, request: Request) {
+        match request {
+            Request::Write { ops, reply } => {
+                if let Err(e) = self.propose_write(ops, reply) {
+                    // `propose_write` consumed the reply on error paths.
+                    tracing::debug!(error = %e, "write refused");
+                }
+            }
+            Request::Get {
+                key,
+                consistency,
+                reply,
+            } => self.start_get(key, consistency, reply),
+            Request::Scan {
+                start,
+                end,
+                limit,
+                consistency,
+                reply,
+            } => self.start_scan(start, end, limit, consistency, reply),
+            Request::Split { key, reply } => self.start_split(key, reply),
+            Request::Merge { left, right, reply } => self.start_merge(left, right, reply),
+            Request::Ranges { reply } => {
+                let infos = self
+                    .peers
+                    .values()
+                    .map(|p| RangeInfo {
+                        descriptor: p.meta.desc.clone(),
+                        role: p.group.role(),
+                        term: p.group.term(),
+                        applied_index: p.applied.0,
+                        merging_into: p.meta.frozen.map(|f| f.target),
+                    })
+                    .collect();
+                let _ = reply.send(infos);
+            }
+            Request::Stats { reply } => {
+                let mut stats = self.stats.clone();
+                let wal = self.wal.stats();
+                stats.wal_fsyncs = wal.fsyncs;
+                stats.wal_batches = wal.batches_written;
+                stats.ranges = self.peers.len() as u64;
+                stats.uptime_ms = self.started.elapsed().as_millis() as u64;
+                let _ = reply.send(stats);
+            }
+        }
+    }
+
+    fn peer_for_key(&mut self, key: &[u8]) -> Result<RangeId, Error> {
+        let target = self
+            .router
+            .route(key)
+            .map_err(|e| Error::RangeNotFound(e.to_string()))?;
+        if self.peers.contains_key(&target.range.id) {
+            Ok(target.range.id)
+        } else {
+            Err(Error::RangeNotFound(format!(
+                "range {} has no replica here",
+                target.range.id
+            )))
+        }
+    }
+
+    /// Propose a write; on refusal the reply carries the error.
+    fn propose_write(&mut self, ops: Vec<WriteOp>, reply: Reply) -> Result<(), Error> {
+        let result = self.try_propose_write(ops);
+        match result {
+            Ok((range_id, index, term)) => {
+                if let Some(peer) = self.peers.get_mut(&range_id) {
+                    peer.proposals.push_back(Proposal { index, term, reply });
+                }
+                self.stats.proposals += 1;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    fn try_propose_write(&mut self, ops: Vec<WriteOp>) -> Result<(RangeId, u64, u64), Error> {
+        let first_key = ops
+            .first()
+            .map(|op| op.key().clone())
+            .ok_or_else(|| Error::InvalidRequest("empty write batch".into()))?;
+        let range_id = self.peer_for_key(&first_key)?;
+        let peer = self
+            .peers
+            .get_mut(&range_id)
+            .ok_or_else(|| Error::RangeNotFound(range_id.to_string()))?;
+        if let Some(op) = ops.iter().find(|op| !peer.meta.desc.contains_key(op.key())) {
+            let second = self
+                .router
+                .route(op.key())
+                .map(|t| t.range.id)
+                .unwrap_or_default();
+            return Err(Error::CrossRangeBatch {
+                first: range_id,
+                second,
+            });
+        }
+        if !peer.group.is_leader() {
+            return Err(peer.not_leader());
+        }
+        if peer.meta.frozen.is_some() {
+            return Err(Error::Busy(format!(
+                "range {range_id} is being merged; retry shortly"
+            )));
+        }
+        if peer.proposals.len() >= self.config.proposals_per_range_max {
+            return Err(Error::Busy(format!(
+                "range {range_id} has {} proposals in flight",
+                peer.proposals.len()
+            )));
+        }
+        let data = write_command(peer.meta.desc.epoch.version, ops);
+        let term = peer.group.term();
+        let index = peer.group.propose(data)?;
+        Ok((range_id, index, term))
+    }
+
+    fn start_get(
+        &mut self,
+        key: Bytes,
+        consistency: Consistency,
+        reply: oneshot::Sender<Result<Option<Bytes>, Error>>,
+    ) {
+        let range_id = match self.peer_for_key(&key) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let waiter = ReadWaiter::Get { key, reply };
+        self.start_read(range_id, consistency, waiter);
+    }
+
+    fn start_scan(
+        &mut self,
+        start: Bytes,
+        end: Bytes,
+        limit: usize,
+        consistency: Consistency,
+        reply: oneshot::Sender<Result<Vec<(Bytes, Bytes)>, Error>>,
+    ) {
+        if !end.is_empty() && start >= end {
+            let _ = reply.send(Ok(Vec::new()));
+            return;
+        }
+        let ranges: Vec<RangeId> = self
+            .router
+            .map()
+            .overlapping(&start, &end)
+            .map(|r| r.id)
+            .collect();
+        if let Some(missing) = ranges.iter().find(|id| !self.peers.contains_key(id)) {
+            let _ = reply.send(Err(Error::RangeNotFound(format!(
+                "range {missing} has no replica here"
+            ))));
+            return;
+        }
+        let job = self.next_context;
+        self.next_context += 1;
+        self.scans.insert(
+            job,
+            ScanJob {
+                start,
+                end,
+                limit,
+                waiting: ranges.len(),
+                reply,
+            },
+        );
+        for range_id in ranges {
+            self.start_read(range_id, consistency, ReadWaiter::Scan { job });
+        }
+        self.finish_scan_if_ready(job);
+    }
+
+    /// Route a read: stale reads and lease reads are served when applied
+    /// allows; others wait for a ReadIndex answer.
+    fn start_read(&mut self, range_id: RangeId, consistency: Consistency, waiter: ReadWaiter) {
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            self.read_failed(waiter, Error::RangeNotFound(range_id.to_string()));
+            return;
+        };
+        if consistency == Consistency::Stale {
+            self.serve_read(waiter);
+            return;
+        }
+        if !peer.group.is_leader() {
+            let error = peer.not_leader();
+            self.read_failed(waiter, error);
+            return;
+        }
+        if self.config.read_mode == ReadMode::Lease {
+            if let Some(index) = peer.group.lease_read_index() {
+                peer.reads_confirmed.push((index, waiter));
+                self.serve_confirmed_reads(range_id);
+                return;
+            }
+        }
+        let context = self.next_context;
+        self.next_context += 1;
+        match peer
+            .group
+            .read_index(Bytes::copy_from_slice(&context.to_le_bytes()))
+        {
+            Ok(()) => {
+                peer.reads_unconfirmed.insert(context, waiter);
+            }
+            Err(e) => self.read_failed(waiter, e.into()),
+        }
+    }
+
+    fn read_failed(&mut self, waiter: ReadWaiter, error: Error) {
+        match waiter {
+            ReadWaiter::Get { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            ReadWaiter::Scan { job } => {
+                if let Some(job) = self.scans.remove(&job) {
+                    let _ = job.reply.send(Err(error));
+                }
+            }
+        }
+    }
+
+    fn serve_read(&mut self, waiter: ReadWaiter) {
+        match waiter {
+            ReadWaiter::Get { key, reply } => {
+                self.stats.reads += 1;
+                let _ = reply.send(self.store.get(&key).map_err(Error::from));
+            }
+            ReadWaiter::Scan { job } => {
+                if let Some(scan) = self.scans.get_mut(&job) {
+                    scan.waiting = scan.waiting.saturating_sub(1);
+                }
+                self.finish_scan_if_ready(job);
+            }
+        }
+    }
+
+    fn finish_scan_if_ready(&mut self, job: u64) {
+        if self.scans.get(&job).is_some_and(|s| s.waiting == 0) {
+            if let Some(scan) = self.scans.remove(&job) {
+                self.stats.scans += 1;
+                let result = self
+                    .store
+                    .scan(&scan.start, &scan.end, scan.limit)
+                    .map_err(Error::from);
+                let _ = scan.reply.send(result);
+            }
+        }
+    }
+
+    fn serve_confirmed_reads(&mut self, range_id: RangeId) {
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            return;
+        };
+        let applied = peer.applied.0;
+        if peer.reads_confirmed.iter().all(|(i, _)| *i > applied) {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = peer
+            .reads_confirmed
+            .drain(..)
+            .partition(|(i, _)| *i <= applied);
+        peer.reads_confirmed = waiting;
+        for (_, waiter) in ready {
+            self.serve_read(waiter);
+        }
+    }
+
+    // --------------------------------------------------------------- admin
+
+    fn start_split(&mut self, key: Bytes, reply: Reply) {
+        let result = (|| -> Result<(RangeId, u64, u64), Error> {
+            let range_id = self.peer_for_key(&key)?;
+            let peer = self
+                .peers
+                .get(&range_id)
+                .ok_or_else(|| Error::RangeNotFound(range_id.to_string()))?;
+            if !peer.group.is_leader() {
+                return Err(peer.not_leader());
+            }
+            if key == peer.meta.desc.start {
+                return Err(Error::AdminRefused(format!(
+                    "key {} is already the start of range {range_id}",
+                    crate::error::show_key(&key)
+                )));
+            }
+            let replicas = peer.meta.desc.replicas.len() as u64;
+            let first = self.store.allocate_ids(1 + replicas)?;
+            let node = self.config.node_id;
+            let peer = self
+                .peers
+                .get_mut(&range_id)
+                .ok_or_else(|| Error::RangeNotFound(range_id.to_string()))?;
+            let command = Command::Split {
+                version: peer.meta.desc.epoch.version,
+                split_key: key.clone(),
+                new_range_id: make_id(first, node),
+                new_replica_ids: (1..=replicas).map(|i| make_id(first + i, node)).collect(),
+            };
+            let term = peer.group.term();
+            let index = peer.group.propose(command.encode())?;
+            Ok((range_id, index, term))
+        })();
+        match result {
+            Ok((range_id, index, term)) => {
+                if let Some(peer) = self.peers.get_mut(&range_id) {
+                    peer.proposals.push_back(Proposal { index, term, reply });
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn start_merge(&mut self, left: RangeId, right: RangeId, reply: Reply) {
+        let check = (|| -> Result<(), Error> {
+            let l = self
+                .peers
+                .get(&left)
+                .ok_or_else(|| Error::RangeNotFound(left.to_string()))?;
+            let r = self
+                .peers
+                .get(&right)
+                .ok_or_else(|| Error::RangeNotFound(right.to_string()))?;
+            if l.meta.desc.end != r.meta.desc.start || l.meta.desc.end.is_empty() {
+                return Err(Error::AdminRefused(format!(
+                    "ranges {left} and {right} are not adjacent (left must end where right starts)"
+                )));
+            }
+            let nodes = |p: &Peer| {
+                let mut n: Vec<u64> = p.meta.desc.replicas.iter().map(|r| r.node_id).collect();
+                n.sort_unstable();
+                n
+            };
+            if nodes(l) != nodes(r) {
+                return Err(Error::AdminRefused(format!(
+                    "ranges {left} and {right} have different replica sets ({:?} vs {:?}); move replicas first",
+                    nodes(l),
+                    nodes(r)
+                )));
+            }
+            if !l.group.is_leader() {
+                return Err(l.not_leader());
+            }
+            if !r.group.is_leader() {
+                return Err(r.not_leader());
+            }
+            if l.meta.frozen.is_some()
+                || r.meta.frozen.is_some()
+                || self.merges.contains_key(&right)
+            {
+                return Err(Error::Busy(
+                    "a merge involving these ranges is in progress".into(),
+                ));
+            }
+            Ok(())
+        })();
+        if let Err(e) = check {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&right) else {
+            return;
+        };
+        let command = Command::PrepareMerge {
+            version: peer.meta.desc.epoch.version,
+            target: left,
+        };
+        match peer.group.propose(command.encode()) {
+            Ok(_) => {
+                self.merges.insert(
+                    right,
+                    MergeJob {
+                        target: left,
+                        reply,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// The source froze: ask the target to absorb it (or roll back).
+    fn continue_merge(&mut self, source: RangeId, target: RangeId) {
+        let Some(job) = self.merges.remove(&source) else {
+            return; // Another node started it, or it was abandoned.
+        };
+        if job.target != target {
+            let _ = job
+                .reply
+                .send(Err(Error::AdminRefused("merge target changed".into())));
+            return;
+        }
+        let source_desc = match self.peers.get(&source) {
+            Some(p) => p.meta.desc.clone(),
+            None => {
+                let _ = job
+                    .reply
+                    .send(Err(Error::RangeNotFound(source.to_string())));
+                return;
+            }
+        };
+        let proposed = match self.peers.get_mut(&target) {
+            Some(peer) if peer.group.is_leader() => {
+                let command = Command::CommitMerge {
+                    version: peer.meta.desc.epoch.version,
+                    source: source_desc,
+                };
+                let term = peer.group.term();
+                peer.group
+                    .propose(command.encode())
+                    .map(|index| (index, term))
+                    .map_err(Error::from)
+            }
+            Some(peer) => Err(peer.not_leader()),
+            None => Err(Error::RangeNotFound(target.to_string())),
+        };
+        match proposed {
+            Ok((index, term)) => {
+                // The reply resolves when CommitMerge applies; a refusal
+                // there triggers the rollback (see `after_apply`).
+                if let Some(peer) = self.peers.get_mut(&target) {
+                    peer.proposals.push_back(Proposal {
+                        index,
+                        term,
+                        reply: job.reply,
+                    });
+                }
+            }
+            Err(e) => {
+                self.rollback_merge(source);
+                let _ = job.reply.send(Err(e));
+            }
+        }
+    }
+
+    fn rollback_merge(&mut self, source: RangeId) {
+        if let Some(peer) = self.peers.get_mut(&source) {
+            if peer.meta.frozen.is_some() && peer.group.is_leader() {
+                let command = Command::RollbackMerge {
+                    version: peer.meta.desc.epoch.version,
+                };
+                if let Err(e) = peer.group.propose(command.encode()) {
+                    tracing::warn!(range_id = source, error = %e, "could not propose merge rollback");
+                }
+            }
+        }
+    }
+
+    // --------------------------------------------------------------- cycle
+
+    /// One batched round over every group with a Ready. Returns whether
+    /// any group had one.
+    fn cycle(&mut self) -> Result<bool, Error> {
+        let mut wal_batch = WriteBatch::new();
+        let mut readies = Vec::new();
+        for (&range_id, peer) in self.peers.iter_mut() {
+            if !peer.group.has_ready() {
+                continue;
+            }
+            let ready = peer.group.ready();
+            if let Some(snapshot) = &ready.snapshot {
+                wal_batch.install_snapshot(range_id, snapshot.meta.index, snapshot.meta.term);
+                wal_batch.set_conf_state(range_id, snapshot.meta.conf_state.clone());
+            }
+            wal_batch.append(range_id, &ready.entries)?;
+            if let Some(hs) = ready.hard_state {
+                wal_batch.set_hard_state(range_id, hs);
+            }
+            readies.push((range_id, ready));
+        }
+        if readies.is_empty() {
+            return Ok(false);
+        }
+        if !wal_batch.is_empty() {
+            self.wal.write(&wal_batch, self.config.wal_sync)?;
+            self.stats.wal_writes += 1;
+        }
+        // Messages to other nodes go through the transport once the node
+        // is multi-node; a single node's groups have no peers to talk to.
+        let mut apply = self.store.apply_batch();
+        let mut effects = Vec::new();
+        let mut replies: Vec<(RangeId, u64, u64, Result<Outcome, Error>)> = Vec::new();
+        let mut conf_changes = Vec::new();
+        for (range_id, ready) in readies.iter_mut() {
+            let Some(mut peer) = self.peers.remove(range_id) else {
+                continue;
+            };
+            let is_leader = peer.group.is_leader();
+            for entry in &ready.committed_entries {
+                let outcome = match entry.kind {
+                    _ if entry.data.is_empty() => Ok(Outcome::Done),
+                    EntryKind::ConfChange => {
+                        conf_changes.push((*range_id, entry.data.clone()));
+                        Ok(Outcome::Done)
+                    }
+                    EntryKind::Normal => apply_entry(
+                        &mut peer.meta,
+                        is_leader,
+                        entry,
+                        &LocalView { peers: &self.peers },
+                        &mut apply,
+                        &mut effects,
+                    ),
+                };
+                replies.push((*range_id, entry.index, entry.term, outcome));
+                self.stats.entries_applied += 1;
+            }
+            if let Some(last) = ready.committed_entries.last() {
+                apply.set_applied(*range_id, last.index, last.term);
+                peer.applied = (last.index, last.term);
+            }
+            self.peers.insert(*range_id, peer);
+        }
+        apply.commit()?;
+        for (range_id, data) in conf_changes {
+            self.apply_conf_change(range_id, &data)?;
+        }
+        for (range_id, index, term, outcome) in replies {
+            if let Some(peer) = self.peers.get_mut(&range_id) {
+                peer.resolve(index, term, outcome);
+            }
+        }
+        for (range_id, mut ready) in readies {
+            let Some(peer) = self.peers.get_mut(&range_id) else {
+                continue;
+            };
+            for state in std::mem::take(&mut ready.read_states) {
+                let mut raw = [0u8; 8];
+                if state.context.len() == 8 {
+                    raw.copy_from_slice(&state.context);
+                }
+                if let Some(waiter) = peer.reads_unconfirmed.remove(&u64::from_le_bytes(raw)) {
+                    peer.reads_confirmed.push((state.index, waiter));
+                }
+            }
+            let dropped: Vec<u64> = ready
+                .reads_dropped
+                .iter()
+                .filter(|c| c.len() == 8)
+                .map(|c| {
+                    let mut raw = [0u8; 8];
+                    raw.copy_from_slice(c);
+                    u64::from_le_bytes(raw)
+                })
+                .collect();
+            peer.group.advance(ready);
+            let error = peer.not_leader();
+            let mut failed = Vec::new();
+            for context in dropped {
+                if let Some(waiter) = peer.reads_unconfirmed.remove(&context) {
+                    failed.push(waiter);
+                }
+            }
+            for waiter in failed {
+                self.read_failed(waiter, error.clone());
+            }
+            self.serve_confirmed_reads(range_id);
+        }
+        for effect in effects {
+            self.after_apply(effect)?;
+        }
+        self.maybe_compact()?;
+        Ok(true)
+    }
+
+    fn apply_conf_change(&mut self, range_id: RangeId, data: &Bytes) -> Result<(), Error> {
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            return Ok(());
+        };
+        let change = match ConfChange::decode(data) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(range_id, error = %e, "skipping undecodable configuration change");
+                return Ok(());
+            }
+        };
+        if let Ok(conf) = peer.group.apply_conf_change(&change) {
+            let mut batch = WriteBatch::new();
+            batch.set_conf_state(range_id, conf);
+            self.wal.write(&batch, true)?;
+        }
+        Ok(())
+    }
+
+    fn after_apply(&mut self, effect: Effect) -> Result<(), Error> {
+        match effect {
+            Effect::Split {
+                left,
+                right,
+                parent_leader,
+            } => {
+                let right_desc = right.desc.clone();
+                if let Some(peer) = self.peers.get_mut(&left.id) {
+                    peer.meta.desc = left.clone();
+                }
+                if let Err(e) = self.router.map_mut().apply_split(left, right_desc) {
+                    tracing::error!(error = %e, "range map refused a split that applied");
+                }
+                self.start_peer(right, parent_leader)?;
+                self.stats.splits += 1;
+            }
+            Effect::Frozen { source, target } => {
+                if let Some(peer) = self.peers.get(&source) {
+                    let _ = self.router.map_mut().update(peer.meta.desc.clone());
+                }
+                self.continue_merge(source, target);
+            }
+            Effect::Merged { target, source } => {
+                if let Some(mut peer) = self.peers.remove(&source) {
+                    let mut scans = Vec::new();
+                    let error = Error::EpochMismatch {
+                        range_id: source,
+                        current: vec![target.clone()],
+                    };
+                    peer.fail_all(&error, &mut scans);
+                    for job in scans {
+                        if let Some(job) = self.scans.remove(&job) {
+                            let _ = job.reply.send(Err(error.clone()));
+                        }
+                    }
+                }
+                let mut batch = WriteBatch::new();
+                batch.remove_group(source);
+                self.wal.write(&batch, true)?;
+                if let Some(peer) = self.peers.get_mut(&target.id) {
+                    peer.meta.desc = target.clone();
+                }
+                if let Err(e) = self.router.map_mut().apply_merge(target, source) {
+                    tracing::error!(error = %e, "range map refused a merge that applied");
+                }
+                self.stats.merges += 1;
+            }
+            Effect::Unfrozen { source } => {
+                let _ = self.router.map_mut().update(source);
+            }
+        }
+        Ok(())
+    }
+
+    /// Compaction policy of DESIGN.md: every `log_compact_entries` applied
+    /// entries or every `log_compact_interval`, whichever comes first. The
+    /// truncated state is synced in the state store first, which also makes
+    /// every earlier apply durable: no entry is dropped before its effect is.
+    fn maybe_compact(&mut self) -> Result<(), Error> {
+        let mut batch = WriteBatch::new();
+        let now = Instant::now();
+        for (&range_id, peer) in self.peers.iter_mut() {
+            let first = peer.group.first_index();
+            let (applied, term) = peer.applied;
+            if applied < first {
+                continue;
+            }
+            let due = applied + 1 - first >= self.config.log_compact_entries
+                || (now.duration_since(peer.compacted_at) >= self.config.log_compact_interval
+                    && applied >= first);
+            if !due {
+                continue;
+            }
+            self.store.set_truncated_state(range_id, applied, term)?;
+            batch.compact(range_id, applied, term);
+            peer.compacted_at = now;
+            self.stats.compactions += 1;
+        }
+        if !batch.is_empty() {
+            self.wal.write(&batch, false)?;
+            self.wal.purge()?;
+        }
+        Ok(())
+    }
+
+    /// For `Request::Write` callers: the replica's role is checked here.
+    #[allow(dead_code)]
+    pub(crate) fn leader_of(&self, range_id: RangeId) -> Option<ReplicaId> {
+        self.peers.get(&range_id).map(|p| p.group.leader())
+    }
+}

@@ -1,0 +1,391 @@
+//! The embedded single node: CRUD, scans across many ranges, write
+//! batches, split and merge with data intact, bad input, reopen, and
+//! kill -9 of a writing child process without losing an acknowledged write.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flotilla::{Consistency, Engine, EngineConfig, Error, WriteOp};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+#[test]
+fn crud_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        engine.put("a", "1").await.unwrap();
+        engine.put("b", "2").await.unwrap();
+        engine.put("a", "3").await.unwrap();
+        engine.delete("b").await.unwrap();
+        engine.delete("never-written").await.unwrap();
+        assert_eq!(engine.get("a").await.unwrap(), Some(b("3")));
+        assert_eq!(engine.get("b").await.unwrap(), None);
+        assert_eq!(
+            engine.get_with("a", Consistency::Stale).await.unwrap(),
+            Some(b("3"))
+        );
+        engine.close().await.unwrap();
+        assert!(matches!(engine.put("c", "4").await, Err(Error::Closed)));
+    });
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        assert_eq!(engine.get("a").await.unwrap(), Some(b("3")));
+        assert_eq!(engine.get("b").await.unwrap(), None);
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn scans_cross_many_ranges_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        for i in 0..500 {
+            engine
+                .put(format!("k{i:04}"), format!("v{i}"))
+                .await
+                .unwrap();
+        }
+        for split in (25..500).step_by(25) {
+            engine.split(format!("k{split:04}")).await.unwrap();
+        }
+        let ranges = engine.ranges().await.unwrap();
+        assert_eq!(ranges.len(), 20);
+        for pair in ranges.windows(2) {
+            assert_eq!(
+                pair[0].descriptor.end, pair[1].descriptor.start,
+                "ranges cover the key space"
+            );
+        }
+        let all = engine
+            .scan(Bytes::new()..Bytes::new(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 500);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "key order");
+        let some = engine.scan(b("k0020")..b("k0130"), 1000).await.unwrap();
+        assert_eq!(some.len(), 110);
+        assert_eq!(some[0].0, b("k0020"));
+        let limited = engine.scan(b("k0020")..b("k0130"), 7).await.unwrap();
+        assert_eq!(limited.len(), 7);
+        assert!(engine.scan(b("z")..b("a"), 10).await.unwrap().is_empty());
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn write_batches_are_atomic_within_a_range_and_refused_across() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        engine
+            .write_batch(vec![
+                WriteOp::Put {
+                    key: b("x1"),
+                    value: b("1"),
+                },
+                WriteOp::Put {
+                    key: b("x2"),
+                    value: b("2"),
+                },
+                WriteOp::Delete { key: b("x3") },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(engine.get("x2").await.unwrap(), Some(b("2")));
+        engine.split("x2").await.unwrap();
+        let crossing = engine
+            .write_batch(vec![
+                WriteOp::Put {
+                    key: b("x1"),
+                    value: b("9"),
+                },
+                WriteOp::Put {
+                    key: b("x2"),
+                    value: b("9"),
+                },
+            ])
+            .await;
+        assert!(
+            matches!(crossing, Err(Error::CrossRangeBatch { .. })),
+            "{crossing:?}"
+        );
+        assert_eq!(
+            engine.get("x1").await.unwrap(),
+            Some(b("1")),
+            "nothing of a refused batch is written"
+        );
+        assert_eq!(engine.get("x2").await.unwrap(), Some(b("2")));
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn split_and_merge_keep_every_key_and_bump_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        for i in 0..200 {
+            engine
+                .put(format!("m{i:03}"), format!("{i}"))
+                .await
+                .unwrap();
+        }
+        let before = engine.ranges().await.unwrap()[0].descriptor.clone();
+        let right = engine.split("m100").await.unwrap();
+        let ranges = engine.ranges().await.unwrap();
+        assert_eq!(ranges.len(), 2);
+        assert!(ranges[0].descriptor.epoch.version > before.epoch.version);
+        assert_eq!(ranges[1].descriptor.id, right);
+        // Writes on both sides after the split.
+        engine.put("m050", "left").await.unwrap();
+        engine.put("m150", "right").await.unwrap();
+        // Splitting at an existing boundary is refused with a reason.
+        assert!(matches!(
+            engine.split("m100").await,
+            Err(Error::AdminRefused(_))
+        ));
+        // Merging ranges that are not adjacent in that order is refused.
+        assert!(matches!(
+            engine.merge(right, ranges[0].descriptor.id).await,
+            Err(Error::AdminRefused(_))
+        ));
+        engine.merge(ranges[0].descriptor.id, right).await.unwrap();
+        let merged = engine.ranges().await.unwrap();
+        assert_eq!(merged.len(), 1);
+        assert!(merged[0].descriptor.start.is_empty() && merged[0].descriptor.end.is_empty());
+        engine.put("m199", "after-merge").await.unwrap();
+        let all = engine
+            .scan(Bytes::new()..Bytes::new(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 200);
+        assert_eq!(engine.get("m050").await.unwrap(), Some(b("left")));
+        assert_eq!(engine.get("m150").await.unwrap(), Some(b("right")));
+        engine.close().await.unwrap();
+    });
+    // The merged layout and the data survive a restart.
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        assert_eq!(engine.ranges().await.unwrap().len(), 1);
+        assert_eq!(engine.get("m199").await.unwrap(), Some(b("after-merge")));
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        assert!(matches!(
+            engine.put("", "v").await,
+            Err(Error::InvalidRequest(_))
+        ));
+        let huge_key = vec![b'k'; 100_000];
+        let err = engine.put(huge_key, "v").await.unwrap_err();
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
+        let huge_value = vec![0u8; 9 << 20];
+        assert!(matches!(
+            engine.put("k", huge_value).await,
+            Err(Error::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            engine.merge(1, 2).await,
+            Err(Error::RangeNotFound(_))
+        ));
+        // The node is still fine.
+        engine.put("k", "v").await.unwrap();
+        engine.close().await.unwrap();
+    });
+    let err = EngineConfig::builder(dir.path())
+        .election_ticks(2, 1)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("raft"), "{err}");
+    let mut config = EngineConfig::new(dir.path());
+    config.node_id = 0;
+    assert!(matches!(
+        config.validate(),
+        Err(Error::Config {
+            field: "node_id",
+            ..
+        })
+    ));
+    // A data directory of another node is refused.
+    let mut other = EngineConfig::new(dir.path());
+    other.node_id = 2;
+    assert!(Engine::open(other).is_err());
+}
+
+#[test]
+fn log_compaction_keeps_data_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let config = EngineConfig::builder(dir.path())
+            .log_compact_entries(50)
+            .build()
+            .unwrap();
+        let engine = Engine::open(config).unwrap();
+        for i in 0..400 {
+            engine
+                .put(format!("c{i:03}"), format!("{i}"))
+                .await
+                .unwrap();
+        }
+        assert!(engine.stats().await.unwrap().compactions >= 5);
+        engine.close().await.unwrap();
+    });
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        let all = engine
+            .scan(Bytes::new()..Bytes::new(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 400);
+        engine.put("c999", "more").await.unwrap();
+        engine.close().await.unwrap();
+    });
+}
+
+const CHILD_ENV: &str = "FLOTILLA_CRASH_CHILD_DIR";
+
+/// The child: write keys forever, printing each acknowledged one.
+fn crash_child(dir: &str) {
+    let rt = runtime();
+    rt.block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir)).expect("child opens the engine");
+        let start: u64 = std::env::var("FLOTILLA_CRASH_CHILD_START")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut stdout = std::io::stdout();
+        let mut i = start;
+        loop {
+            // Every fourth write is a 3-key batch to check atomicity too.
+            if i % 4 == 0 {
+                let ops = (0..3)
+                    .map(|j| WriteOp::Put {
+                        key: Bytes::from(format!("batch{i:08}-{j}")),
+                        value: Bytes::from(format!("{i}")),
+                    })
+                    .collect();
+                engine.write_batch(ops).await.expect("child write");
+            } else {
+                engine
+                    .put(format!("key{i:08}"), format!("{i}"))
+                    .await
+                    .expect("child write");
+            }
+            writeln!(stdout, "{i}").expect("stdout");
+            stdout.flush().expect("stdout");
+            i += 1;
+            if i % 97 == 0 {
+                engine
+                    .split(format!("key{i:08}"))
+                    .await
+                    .expect("child split");
+            }
+        }
+    });
+}
+
+#[test]
+fn kill_9_never_loses_an_acknowledged_write() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        crash_child(&dir);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut acked: Vec<u64> = Vec::new();
+    let rounds = std::env::var("FLOTILLA_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    for round in 0..rounds {
+        let start = acked.last().map(|l| l + 1).unwrap_or(0);
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "kill_9_never_loses_an_acknowledged_write",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .env("FLOTILLA_CRASH_CHILD_START", start.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        // Kill after a varying number of acknowledged writes (not time):
+        // the outcome does not depend on how fast the machine is.
+        let kill_after = 50 + round * 37;
+        let mut seen = 0;
+        while let Some(Ok(line)) = lines.next() {
+            if let Ok(i) = line.trim().parse::<u64>() {
+                acked.push(i);
+                seen += 1;
+                if seen >= kill_after {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        // Whatever the child printed before dying was acknowledged too.
+        for line in lines.map_while(Result::ok) {
+            if let Ok(i) = line.trim().parse::<u64>() {
+                acked.push(i);
+            }
+        }
+        runtime().block_on(async {
+            let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+            for &i in &acked {
+                if i % 4 == 0 {
+                    for j in 0..3 {
+                        let value = engine.get(format!("batch{i:08}-{j}")).await.unwrap();
+                        assert_eq!(
+                            value,
+                            Some(Bytes::from(format!("{i}"))),
+                            "round {round}: batch {i} lost"
+                        );
+                    }
+                } else {
+                    let value = engine.get(format!("key{i:08}")).await.unwrap();
+                    assert_eq!(
+                        value,
+                        Some(Bytes::from(format!("{i}"))),
+                        "round {round}: write {i} lost"
+                    );
+                }
+            }
+            let ranges = engine.ranges().await.unwrap();
+            for pair in ranges.windows(2) {
+                assert_eq!(
+                    pair[0].descriptor.end, pair[1].descriptor.start,
+                    "ranges cover the key space after a crash"
+                );
+            }
+            engine.close().await.unwrap();
+        });
+    }
+    assert!(acked.len() as u64 >= 6 * 50);
+    let _ = Duration::ZERO;
+}
