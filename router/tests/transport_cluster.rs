@@ -59,20 +59,38 @@ async fn three_nodes_deliver_exactly_once_and_one_way_partitions_stop_one_direct
     }
     for (node, r) in nodes {
         let counts = tally(r);
-        assert_eq!(counts.len() as u64, per_node, "node {} got unexpected keys", node.node_id());
-        assert!(counts.values().all(|&c| c == 1), "duplicates at node {}", node.node_id());
+        assert_eq!(
+            counts.len() as u64,
+            per_node,
+            "node {} got unexpected keys",
+            node.node_id()
+        );
+        assert!(
+            counts.values().all(|&c| c == 1),
+            "duplicates at node {}",
+            node.node_id()
+        );
         for (other, _) in nodes {
             if other.node_id() == node.node_id() {
                 continue;
             }
             for seq in 1..=3 {
                 for range in [1, GROUPS / 2, GROUPS] {
-                    assert_eq!(counts.get(&(other.node_id(), range, "append", seq)), Some(&1));
-                    assert_eq!(counts.get(&(other.node_id(), range, "heartbeat", seq)), Some(&1));
+                    assert_eq!(
+                        counts.get(&(other.node_id(), range, "append", seq)),
+                        Some(&1)
+                    );
+                    assert_eq!(
+                        counts.get(&(other.node_id(), range, "heartbeat", seq)),
+                        Some(&1)
+                    );
                 }
             }
         }
-        assert_eq!(node.stats().dropped_queue_full + node.stats().dropped_peer_down, 0);
+        assert_eq!(
+            node.stats().dropped_queue_full + node.stats().dropped_peer_down,
+            0
+        );
     }
 
     // One-way partition 1 -> 2, round 4: 2 -> 1 and 1 -> 3 keep flowing.
@@ -84,25 +102,51 @@ async fn three_nodes_deliver_exactly_once_and_one_way_partitions_stop_one_direct
     n1.flush();
     send_round(&n2, 1, 4);
     n2.flush();
-    wait_until("2 -> 1 flows during the partition", || r1.messages() >= before.0 + 2 * GROUPS).await;
-    wait_until("1 -> 3 flows during the partition", || r3.messages() >= before.2 + 2 * GROUPS).await;
-    assert_eq!(n1.stats().dropped_fault - fault_drops_before, 2 * GROUPS, "the partition ate 1 -> 2");
+    wait_until("2 -> 1 flows during the partition", || {
+        r1.messages() >= before.0 + 2 * GROUPS
+    })
+    .await;
+    wait_until("1 -> 3 flows during the partition", || {
+        r3.messages() >= before.2 + 2 * GROUPS
+    })
+    .await;
+    assert_eq!(
+        n1.stats().dropped_fault - fault_drops_before,
+        2 * GROUPS,
+        "the partition ate 1 -> 2"
+    );
 
     // Heal, round 5 from 1 to 2. The connection is FIFO: once round 5 is
     // in, anything of round 4 would have arrived before it.
     n1.faults().heal(2);
     send_round(&n1, 2, 5);
     n1.flush();
-    wait_until("1 -> 2 flows after healing", || r2.messages() >= before.1 + 2 * GROUPS).await;
+    wait_until("1 -> 2 flows after healing", || {
+        r2.messages() >= before.1 + 2 * GROUPS
+    })
+    .await;
     let counts2 = tally(&r2);
-    let round = |counts: &HashMap<(NodeId, u64, &'static str, u64), u32>, from: NodeId, seq: u64| {
-        counts.iter().filter(|((f, _, _, s), _)| *f == from && *s == seq).map(|(_, c)| *c as u64).sum::<u64>()
-    };
-    assert_eq!(round(&counts2, 1, 4), 0, "a partitioned message got through");
+    let round =
+        |counts: &HashMap<(NodeId, u64, &'static str, u64), u32>, from: NodeId, seq: u64| {
+            counts
+                .iter()
+                .filter(|((f, _, _, s), _)| *f == from && *s == seq)
+                .map(|(_, c)| *c as u64)
+                .sum::<u64>()
+        };
+    assert_eq!(
+        round(&counts2, 1, 4),
+        0,
+        "a partitioned message got through"
+    );
     assert_eq!(round(&counts2, 1, 5), 2 * GROUPS);
     assert_eq!(round(&tally(&r1), 2, 4), 2 * GROUPS);
     assert_eq!(round(&tally(&r3), 1, 4), 2 * GROUPS);
-    assert_eq!(r2.messages(), before.1 + 2 * GROUPS, "node 2 got exactly round 5 from node 1");
+    assert_eq!(
+        r2.messages(),
+        before.1 + 2 * GROUPS,
+        "node 2 got exactly round 5 from node 1"
+    );
 
     // Blocking inbound at the receiver has the same effect in the other
     // direction only: node 2 blocks what node 3 sends it.
@@ -113,8 +157,14 @@ async fn three_nodes_deliver_exactly_once_and_one_way_partitions_stop_one_direct
     n3.flush();
     send_round(&n2, 3, 6);
     n2.flush();
-    wait_until("2 -> 3 flows while 2 blocks 3", || r3.messages() >= r3_before + 2 * GROUPS).await;
-    wait_until("node 2 discards 3's round", || n2.stats().dropped_inbound_blocked >= blocked_before + 2 * GROUPS).await;
+    wait_until("2 -> 3 flows while 2 blocks 3", || {
+        r3.messages() >= r3_before + 2 * GROUPS
+    })
+    .await;
+    wait_until("node 2 discards 3's round", || {
+        n2.stats().dropped_inbound_blocked >= blocked_before + 2 * GROUPS
+    })
+    .await;
     assert_eq!(round(&tally(&r2), 3, 6), 0);
 
     for n in [n1, n2, n3] {
@@ -136,17 +186,33 @@ async fn a_thousand_heartbeats_in_one_flush_travel_as_one_coalesced_message() {
     wait_until("all heartbeats arrive", || rb.messages() >= 2 * GROUPS).await;
     let (sent, received) = (a.stats(), b.stats());
     assert_eq!(sent.raft_frames_sent - sent_before.raft_frames_sent, 1);
-    assert_eq!(sent.heartbeat_items_sent - sent_before.heartbeat_items_sent, 1);
-    assert_eq!(received.raft_frames_received - received_before.raft_frames_received, 1);
-    assert_eq!(received.heartbeat_items_received - received_before.heartbeat_items_received, 1);
+    assert_eq!(
+        sent.heartbeat_items_sent - sent_before.heartbeat_items_sent,
+        1
+    );
+    assert_eq!(
+        received.raft_frames_received - received_before.raft_frames_received,
+        1
+    );
+    assert_eq!(
+        received.heartbeat_items_received - received_before.heartbeat_items_received,
+        1
+    );
     assert_eq!(
         received.heartbeats_coalesced_received - received_before.heartbeats_coalesced_received,
         2 * GROUPS
     );
-    assert_eq!(rb.raft_calls.load(std::sync::atomic::Ordering::SeqCst), 1, "one frame, one delivery");
+    assert_eq!(
+        rb.raft_calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one frame, one delivery"
+    );
     // Compact: 2,000 heartbeats in well under 20 bytes each.
     let bytes = sent.bytes_sent - sent_before.bytes_sent;
-    assert!(bytes < 2 * GROUPS * 20, "{bytes} bytes for 2,000 heartbeats");
+    assert!(
+        bytes < 2 * GROUPS * 20,
+        "{bytes} bytes for 2,000 heartbeats"
+    );
     let counts = tally(&rb);
     assert_eq!(counts.len() as u64, 2 * GROUPS);
     assert!(counts.values().all(|&c| c == 1));
@@ -179,9 +245,15 @@ async fn a_full_queue_drops_and_counts_instead_of_blocking() {
         a.send(2, append(seq, 1, 2, seq, 64 << 10));
     }
     let dropped = a.stats().dropped_queue_full - dropped_before;
-    assert!((20..=25).contains(&dropped), "dropped {dropped} of 40 64-KiB appends");
+    assert!(
+        (20..=25).contains(&dropped),
+        "dropped {dropped} of 40 64-KiB appends"
+    );
     a.flush();
-    wait_until("the appends that fit arrive", || rb.messages() >= 100 + 40 - dropped).await;
+    wait_until("the appends that fit arrive", || {
+        rb.messages() >= 100 + 40 - dropped
+    })
+    .await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -200,10 +272,25 @@ async fn send_never_blocks_when_the_peer_stops_reading() {
     let (a, _ra) = start(cfg).await;
     a.add_peer(2, listener.local_addr().unwrap()).unwrap();
     let (mut socket, _) = listener.accept().await.unwrap();
-    let mut hello = vec![0u8; Hello { protocol_version: 1, cluster_id: 0, node_id: 0, target_node_id: 0 }.encode_frame().len()];
+    let mut hello = vec![
+        0u8;
+        Hello {
+            protocol_version: 1,
+            cluster_id: 0,
+            node_id: 0,
+            target_node_id: 0
+        }
+        .encode_frame()
+        .len()
+    ];
     socket.read_exact(&mut hello).await.unwrap();
     assert_eq!(Hello::decode_frame(&hello).unwrap().node_id, 1);
-    let ack = HelloAck { protocol_version: PROTOCOL_VERSION, cluster_id: CLUSTER, node_id: 2, refusal: None };
+    let ack = HelloAck {
+        protocol_version: PROTOCOL_VERSION,
+        cluster_id: CLUSTER,
+        node_id: 2,
+        refusal: None,
+    };
     socket.write_all(&ack.encode_frame()).await.unwrap();
     wait_until("connected to the raw peer", || a.is_connected(2)).await;
 
@@ -221,7 +308,11 @@ async fn send_never_blocks_when_the_peer_stops_reading() {
     // 100+ MB were offered to a socket that holds a few MB: only the bounded
     // queue absorbed the rest, and the loop never waited on the network.
     assert!(a.queued_messages(2) <= 2_000);
-    assert!(started.elapsed() < DEADLINE, "sending took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < DEADLINE,
+        "sending took {:?}",
+        started.elapsed()
+    );
     drop(socket);
     a.shutdown().await;
 }
@@ -233,7 +324,14 @@ async fn seeded_faults_drop_and_duplicate_deterministically() {
         let (b, rb) = start(config(2)).await;
         mesh(&[&a, &b]).await;
         a.faults().seed(seed);
-        a.faults().set_link(2, LinkFaults { drop_percent: 30, duplicate_percent: 20, ..Default::default() });
+        a.faults().set_link(
+            2,
+            LinkFaults {
+                drop_percent: 30,
+                duplicate_percent: 20,
+                ..Default::default()
+            },
+        );
         for range in 1..=500 {
             a.send(2, append(range, 1, 2, 1, 8));
         }
@@ -241,15 +339,26 @@ async fn seeded_faults_drop_and_duplicate_deterministically() {
         let expected = a.queued_messages(2) as u64;
         a.flush();
         wait_until("surviving messages arrive", || rb.messages() >= expected).await;
-        let mut got: Vec<(u64, u64)> = rb.raft.lock().iter().map(|(_, e)| (e.range_id, seq_of(e))).collect();
+        let mut got: Vec<(u64, u64)> = rb
+            .raft
+            .lock()
+            .iter()
+            .map(|(_, e)| (e.range_id, seq_of(e)))
+            .collect();
         got.sort_unstable();
         a.shutdown().await;
         b.shutdown().await;
         (dropped, got)
     }
     let (dropped, got) = run(11).await;
-    assert!((100..=200).contains(&dropped), "30% of 500 dropped: {dropped}");
-    assert!(got.windows(2).any(|w| w[0] == w[1]), "20% duplicates expected");
+    assert!(
+        (100..=200).contains(&dropped),
+        "30% of 500 dropped: {dropped}"
+    );
+    assert!(
+        got.windows(2).any(|w| w[0] == w[1]),
+        "20% duplicates expected"
+    );
     assert_eq!(run(11).await, (dropped, got), "same seed, same faults");
 }
 
@@ -258,13 +367,23 @@ async fn delayed_messages_arrive_later_not_never() {
     let (a, _ra) = start(config(1)).await;
     let (b, rb) = start(config(2)).await;
     mesh(&[&a, &b]).await;
-    a.faults().set_link(2, LinkFaults { delay: std::time::Duration::from_millis(50), ..Default::default() });
+    a.faults().set_link(
+        2,
+        LinkFaults {
+            delay: std::time::Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
     let sent_at = Instant::now();
     for range in 1..=10 {
         a.send(2, heartbeat(range, 1, 2, 1));
     }
     a.flush();
-    assert_eq!(a.queued_messages(2), 0, "delayed messages are held outside the queue");
+    assert_eq!(
+        a.queued_messages(2),
+        0,
+        "delayed messages are held outside the queue"
+    );
     wait_until("delayed messages arrive", || rb.messages() >= 10).await;
     assert!(sent_at.elapsed() >= std::time::Duration::from_millis(50));
     a.shutdown().await;

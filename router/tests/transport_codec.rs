@@ -3,7 +3,9 @@
 //! absurd length fields — panics or allocates beyond the frame.
 
 use bytes::{Bytes, BytesMut};
-use flotilla_raftgroup::{ConfState, Entry, EntryKind, Message, MessageBody, Snapshot, SnapshotMeta};
+use flotilla_raftgroup::{
+    ConfState, Entry, EntryKind, Message, MessageBody, Snapshot, SnapshotMeta,
+};
 use flotilla_router::transport::{codec, frame, CodecError, FrameError};
 use flotilla_router::RaftEnvelope;
 use proptest::prelude::*;
@@ -13,45 +15,64 @@ fn bytes_strategy() -> impl Strategy<Value = Bytes> {
 }
 
 fn entry_strategy() -> impl Strategy<Value = Entry> {
-    (any::<u64>(), any::<u64>(), any::<bool>(), bytes_strategy()).prop_map(|(term, index, conf, data)| Entry {
-        term,
-        index,
-        kind: if conf { EntryKind::ConfChange } else { EntryKind::Normal },
-        data,
-    })
+    (any::<u64>(), any::<u64>(), any::<bool>(), bytes_strategy()).prop_map(
+        |(term, index, conf, data)| Entry {
+            term,
+            index,
+            kind: if conf {
+                EntryKind::ConfChange
+            } else {
+                EntryKind::Normal
+            },
+            data,
+        },
+    )
 }
 
 fn body_strategy() -> impl Strategy<Value = MessageBody> {
     prop_oneof![
-        (any::<bool>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(pre, last_index, last_term, transfer)| {
-            MessageBody::RequestVote {
-                pre,
-                last_index,
-                last_term,
-                transfer,
-            }
-        }),
-        (any::<bool>(), any::<bool>()).prop_map(|(pre, reject)| MessageBody::RequestVoteResponse { pre, reject }),
-        (any::<u64>(), any::<u64>(), prop::collection::vec(entry_strategy(), 0..5), any::<u64>()).prop_map(
-            |(prev_index, prev_term, entries, commit)| MessageBody::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
+        (any::<bool>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
+            |(pre, last_index, last_term, transfer)| {
+                MessageBody::RequestVote {
+                    pre,
+                    last_index,
+                    last_term,
+                    transfer,
+                }
             }
         ),
-        (any::<bool>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(reject, index, hint_index, hint_term)| {
-            MessageBody::AppendResponse {
-                reject,
-                index,
-                hint_index,
-                hint_term,
+        (any::<bool>(), any::<bool>())
+            .prop_map(|(pre, reject)| MessageBody::RequestVoteResponse { pre, reject }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(entry_strategy(), 0..5),
+            any::<u64>()
+        )
+            .prop_map(
+                |(prev_index, prev_term, entries, commit)| MessageBody::Append {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                }
+            ),
+        (any::<bool>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(reject, index, hint_index, hint_term)| {
+                MessageBody::AppendResponse {
+                    reject,
+                    index,
+                    hint_index,
+                    hint_term,
+                }
             }
-        }),
-        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(commit, seq, quiesce)| MessageBody::Heartbeat {
-            commit,
-            seq,
-            quiesce
+        ),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(commit, seq, quiesce)| {
+            MessageBody::Heartbeat {
+                commit,
+                seq,
+                quiesce,
+            }
         }),
         any::<u64>().prop_map(|seq| MessageBody::HeartbeatResponse { seq }),
         (
@@ -61,29 +82,42 @@ fn body_strategy() -> impl Strategy<Value = MessageBody> {
             prop::collection::vec(any::<u64>(), 0..3),
             bytes_strategy()
         )
-            .prop_map(|(index, term, voters, learners, data)| MessageBody::InstallSnapshot {
-                snapshot: Snapshot {
-                    meta: SnapshotMeta {
-                        index,
-                        term,
-                        conf_state: ConfState { voters, learners },
+            .prop_map(|(index, term, voters, learners, data)| {
+                MessageBody::InstallSnapshot {
+                    snapshot: Snapshot {
+                        meta: SnapshotMeta {
+                            index,
+                            term,
+                            conf_state: ConfState { voters, learners },
+                        },
+                        data,
                     },
-                    data,
-                },
+                }
             }),
         Just(MessageBody::TimeoutNow),
         bytes_strategy().prop_map(|context| MessageBody::ReadIndex { context }),
-        (bytes_strategy(), any::<u64>()).prop_map(|(context, index)| MessageBody::ReadIndexResponse { context, index }),
+        (bytes_strategy(), any::<u64>())
+            .prop_map(|(context, index)| MessageBody::ReadIndexResponse { context, index }),
     ]
 }
 
 fn envelope_strategy() -> impl Strategy<Value = RaftEnvelope> {
-    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), body_strategy()).prop_map(|(range_id, from, to, term, body)| {
-        RaftEnvelope {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        body_strategy(),
+    )
+        .prop_map(|(range_id, from, to, term, body)| RaftEnvelope {
             range_id,
-            message: Message { from, to, term, body },
-        }
-    })
+            message: Message {
+                from,
+                to,
+                term,
+                body,
+            },
+        })
 }
 
 fn is_heartbeat(env: &RaftEnvelope) -> bool {
@@ -204,8 +238,15 @@ fn absurd_length_fields_are_refused_before_allocating() {
     // Frame: a 4 GiB length is refused from the 9-byte header alone.
     let mut header = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 3, 0, 0, 0, 0][..]);
     let refused = frame::decode(&mut header, 1 << 20);
-    assert!(matches!(refused, Err(FrameError::TooLarge { .. })), "{refused:?}");
-    assert!(header.capacity() < 1024, "decode reserved {} bytes", header.capacity());
+    assert!(
+        matches!(refused, Err(FrameError::TooLarge { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        header.capacity() < 1024,
+        "decode reserved {} bytes",
+        header.capacity()
+    );
 
     // Append claiming u64::MAX entries in a few bytes.
     let mut payload = vec![codec::CODEC_VERSION, 1, 1, 1, 2, 3, 3, 0, 0, 0];
@@ -216,7 +257,21 @@ fn absurd_length_fields_are_refused_before_allocating() {
     ));
 
     // A heartbeat item claiming 4 billion tuples.
-    let payload = vec![codec::CODEC_VERSION, 2, 0xff, 0xff, 0xff, 0xff, 0, 1, 1, 2, 3, 4, 5];
+    let payload = vec![
+        codec::CODEC_VERSION,
+        2,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0,
+        1,
+        1,
+        2,
+        3,
+        4,
+        5,
+    ];
     assert!(matches!(
         codec::decode_batch(Bytes::from(payload)),
         Err(CodecError::Truncated(_))
@@ -233,7 +288,10 @@ fn absurd_length_fields_are_refused_before_allocating() {
     // A varint longer than 64 bits.
     let mut payload = vec![codec::CODEC_VERSION, 1];
     payload.extend_from_slice(&[0xff; 11]);
-    assert_eq!(codec::decode_batch(Bytes::from(payload)), Err(CodecError::VarintOverflow));
+    assert_eq!(
+        codec::decode_batch(Bytes::from(payload)),
+        Err(CodecError::VarintOverflow)
+    );
 }
 
 #[test]
@@ -241,9 +299,24 @@ fn oversized_frames_are_refused_with_a_clear_error() {
     let mut wire = BytesMut::new();
     frame::encode(frame::FrameKind::Lane, &[7u8; 10_000], &mut wire, 1 << 20).unwrap();
     let err = frame::decode_exact(&wire, 8192).unwrap_err();
-    assert_eq!(err, FrameError::TooLarge { len: 10_009, max: 8192 });
-    assert_eq!(err.to_string(), "frame of 10009 bytes exceeds the maximum of 8192 bytes");
-    assert!(frame::encode(frame::FrameKind::Lane, &[7u8; 10_000], &mut BytesMut::new(), 8192).is_err());
+    assert_eq!(
+        err,
+        FrameError::TooLarge {
+            len: 10_009,
+            max: 8192
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "frame of 10009 bytes exceeds the maximum of 8192 bytes"
+    );
+    assert!(frame::encode(
+        frame::FrameKind::Lane,
+        &[7u8; 10_000],
+        &mut BytesMut::new(),
+        8192
+    )
+    .is_err());
 }
 
 #[test]
@@ -275,7 +348,10 @@ fn a_message_larger_than_a_frame_is_dropped_and_counted_not_sent() {
     let summary = codec::encode_frames(&[small.clone(), big, small.clone()], &mut wire, 4096);
     assert_eq!(summary.dropped_too_large, 1);
     assert_eq!(summary.messages, 2);
-    let received: Vec<RaftEnvelope> = decode_frames(wire, 4096).into_iter().flat_map(|b| b.messages).collect();
+    let received: Vec<RaftEnvelope> = decode_frames(wire, 4096)
+        .into_iter()
+        .flat_map(|b| b.messages)
+        .collect();
     assert_eq!(received, vec![small.clone(), small]);
 }
 
@@ -294,5 +370,8 @@ fn an_unknown_codec_version_is_refused() {
     codec::encode_frames(&[env], &mut wire, 1 << 20);
     let mut payload = wire.split_off(frame::FRAME_HEADER_BYTES).to_vec();
     payload[0] = 99;
-    assert_eq!(codec::decode_batch(Bytes::from(payload)), Err(CodecError::UnsupportedVersion(99)));
+    assert_eq!(
+        codec::decode_batch(Bytes::from(payload)),
+        Err(CodecError::UnsupportedVersion(99))
+    );
 }

@@ -23,8 +23,14 @@ async fn assert_dialer_refused(dialer_config: TransportConfig) {
     let (target, target_recorder) = acceptor().await;
     let (dialer, _) = start(dialer_config).await;
     dialer.add_peer(5, target.local_addr()).unwrap();
-    wait_until("the target refuses a handshake", || target.stats().handshakes_refused >= 2).await;
-    wait_until("the dialer counts failed attempts", || dialer.stats().connect_failures >= 2).await;
+    wait_until("the target refuses a handshake", || {
+        target.stats().handshakes_refused >= 2
+    })
+    .await;
+    wait_until("the dialer counts failed attempts", || {
+        dialer.stats().connect_failures >= 2
+    })
+    .await;
     assert!(!dialer.is_connected(5));
     assert_eq!(dialer.stats().connections_established, 0);
     dialer.send(5, heartbeat(1, 1, 5, 1));
@@ -63,7 +69,9 @@ async fn raw_attempt(target: &Transport, hello: Hello) -> (HelloAck, bool) {
             frame::encode(frame.kind, &frame.payload, &mut whole, 1024).unwrap();
             break HelloAck::decode_frame(&whole).unwrap();
         }
-        let read = tokio::time::timeout(DEADLINE, socket.read_buf(&mut buf)).await.expect("an answer");
+        let read = tokio::time::timeout(DEADLINE, socket.read_buf(&mut buf))
+            .await
+            .expect("an answer");
         assert!(read.unwrap() > 0, "closed without an answer");
     };
     let mut rest = [0u8; 16];
@@ -113,10 +121,42 @@ async fn an_incompatible_protocol_version_is_refused_and_delivers_nothing() {
 async fn refusal_reasons_name_the_problem() {
     let (target, recorder) = acceptor().await;
     let cases = [
-        (Hello { protocol_version: PROTOCOL_VERSION, cluster_id: 99, node_id: 1, target_node_id: 5 }, "cluster"),
-        (Hello { protocol_version: PROTOCOL_VERSION, cluster_id: CLUSTER, node_id: 4, target_node_id: 5 }, "not a known peer"),
-        (Hello { protocol_version: PROTOCOL_VERSION, cluster_id: CLUSTER, node_id: 1, target_node_id: 6 }, "expected to reach node 6"),
-        (Hello { protocol_version: 0, cluster_id: CLUSTER, node_id: 1, target_node_id: 5 }, "incompatible"),
+        (
+            Hello {
+                protocol_version: PROTOCOL_VERSION,
+                cluster_id: 99,
+                node_id: 1,
+                target_node_id: 5,
+            },
+            "cluster",
+        ),
+        (
+            Hello {
+                protocol_version: PROTOCOL_VERSION,
+                cluster_id: CLUSTER,
+                node_id: 4,
+                target_node_id: 5,
+            },
+            "not a known peer",
+        ),
+        (
+            Hello {
+                protocol_version: PROTOCOL_VERSION,
+                cluster_id: CLUSTER,
+                node_id: 1,
+                target_node_id: 6,
+            },
+            "expected to reach node 6",
+        ),
+        (
+            Hello {
+                protocol_version: 0,
+                cluster_id: CLUSTER,
+                node_id: 1,
+                target_node_id: 5,
+            },
+            "incompatible",
+        ),
     ];
     for (i, (hello, needle)) in cases.into_iter().enumerate() {
         let (ack, closed) = raw_attempt(&target, hello).await;
@@ -131,9 +171,14 @@ async fn refusal_reasons_name_the_problem() {
     let mut socket = TcpStream::connect(target.local_addr()).await.unwrap();
     socket.write_all(&[0xffu8; 64]).await.unwrap();
     let mut rest = [0u8; 16];
-    let read = tokio::time::timeout(DEADLINE, socket.read(&mut rest)).await.expect("closed");
+    let read = tokio::time::timeout(DEADLINE, socket.read(&mut rest))
+        .await
+        .expect("closed");
     assert!(matches!(read, Ok(0) | Err(_)));
-    wait_until("garbage is counted as refused", || target.stats().handshakes_refused == 5).await;
+    wait_until("garbage is counted as refused", || {
+        target.stats().handshakes_refused == 5
+    })
+    .await;
     assert_eq!(recorder.messages(), 0);
     target.shutdown().await;
 }

@@ -26,7 +26,9 @@
 //! small constant factor of the frame size, itself capped by the config.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use flotilla_raftgroup::{ConfState, Entry, EntryKind, Message, MessageBody, Snapshot, SnapshotMeta};
+use flotilla_raftgroup::{
+    ConfState, Entry, EntryKind, Message, MessageBody, Snapshot, SnapshotMeta,
+};
 
 use super::error::CodecError;
 use super::frame::{self, FrameKind};
@@ -109,7 +111,11 @@ fn is_heartbeat(env: &RaftEnvelope) -> bool {
 /// let summary = codec::encode_frames(&messages, &mut out, 1 << 20);
 /// assert_eq!((summary.frames, summary.heartbeat_items), (1, 1));
 /// ```
-pub fn encode_frames(messages: &[RaftEnvelope], out: &mut BytesMut, frame_bytes_max: usize) -> EncodeSummary {
+pub fn encode_frames(
+    messages: &[RaftEnvelope],
+    out: &mut BytesMut,
+    frame_bytes_max: usize,
+) -> EncodeSummary {
     let mut summary = EncodeSummary::default();
     if messages.is_empty() {
         return summary;
@@ -284,9 +290,13 @@ pub fn estimated_bytes(env: &RaftEnvelope) -> usize {
         + match &env.message.body {
             MessageBody::Append { entries, .. } => entries.iter().map(|e| e.data.len() + 24).sum(),
             MessageBody::InstallSnapshot { snapshot } => {
-                snapshot.data.len() + 10 * (snapshot.meta.conf_state.voters.len() + snapshot.meta.conf_state.learners.len())
+                snapshot.data.len()
+                    + 10 * (snapshot.meta.conf_state.voters.len()
+                        + snapshot.meta.conf_state.learners.len())
             }
-            MessageBody::ReadIndex { context } | MessageBody::ReadIndexResponse { context, .. } => context.len(),
+            MessageBody::ReadIndex { context } | MessageBody::ReadIndexResponse { context, .. } => {
+                context.len()
+            }
             _ => 0,
         }
 }
@@ -307,16 +317,24 @@ fn put_bytes(out: &mut BytesMut, data: &[u8]) {
 }
 
 fn flags(bits: &[bool]) -> u8 {
-    bits.iter().enumerate().fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i))
+    bits.iter()
+        .enumerate()
+        .fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i))
 }
 
 fn put_heartbeat_tuple(out: &mut BytesMut, env: &RaftEnvelope) {
     // Flags first: they decide whether a commit index follows.
     let msg = &env.message;
     let (flags, commit, seq) = match msg.body {
-        MessageBody::Heartbeat { commit, seq, quiesce } => {
-            (if quiesce { HEARTBEAT_FLAG_QUIESCE } else { 0 }, Some(commit), seq)
-        }
+        MessageBody::Heartbeat {
+            commit,
+            seq,
+            quiesce,
+        } => (
+            if quiesce { HEARTBEAT_FLAG_QUIESCE } else { 0 },
+            Some(commit),
+            seq,
+        ),
         MessageBody::HeartbeatResponse { seq } => (HEARTBEAT_FLAG_RESPONSE, None, seq),
         _ => {
             debug_assert!(false, "only heartbeats are coalesced");
@@ -386,7 +404,11 @@ fn put_envelope(out: &mut BytesMut, env: &RaftEnvelope) {
             put_varint(out, *hint_index);
             put_varint(out, *hint_term);
         }
-        MessageBody::Heartbeat { commit, seq, quiesce } => {
+        MessageBody::Heartbeat {
+            commit,
+            seq,
+            quiesce,
+        } => {
             out.put_u8(BODY_HEARTBEAT);
             put_varint(out, *commit);
             put_varint(out, *seq);
@@ -400,7 +422,10 @@ fn put_envelope(out: &mut BytesMut, env: &RaftEnvelope) {
             out.put_u8(BODY_INSTALL_SNAPSHOT);
             put_varint(out, snapshot.meta.index);
             put_varint(out, snapshot.meta.term);
-            for list in [&snapshot.meta.conf_state.voters, &snapshot.meta.conf_state.learners] {
+            for list in [
+                &snapshot.meta.conf_state.voters,
+                &snapshot.meta.conf_state.learners,
+            ] {
                 put_varint(out, list.len() as u64);
                 for id in list {
                     put_varint(out, *id);
@@ -453,7 +478,10 @@ impl Reader {
     }
 
     fn u32_le(&mut self, what: &'static str) -> Result<u32, CodecError> {
-        let raw = self.buf.get(self.pos..self.pos + 4).ok_or(CodecError::Truncated(what))?;
+        let raw = self
+            .buf
+            .get(self.pos..self.pos + 4)
+            .ok_or(CodecError::Truncated(what))?;
         let mut four = [0u8; 4];
         four.copy_from_slice(raw);
         self.pos += 4;
@@ -540,7 +568,12 @@ impl Reader {
         };
         Ok(RaftEnvelope {
             range_id,
-            message: Message { from, to, term, body },
+            message: Message {
+                from,
+                to,
+                term,
+                body,
+            },
         })
     }
 
@@ -571,9 +604,17 @@ impl Reader {
                     let term = self.varint("an entry term")?;
                     let index = self.varint("an entry index")?;
                     let code = self.u8("an entry kind")?;
-                    let kind = EntryKind::from_u8(code).ok_or(CodecError::UnknownTag { what: "entry kind", tag: code })?;
+                    let kind = EntryKind::from_u8(code).ok_or(CodecError::UnknownTag {
+                        what: "entry kind",
+                        tag: code,
+                    })?;
                     let data = self.bytes("entry data")?;
-                    entries.push(Entry { term, index, kind, data });
+                    entries.push(Entry {
+                        term,
+                        index,
+                        kind,
+                        data,
+                    });
                 }
                 MessageBody::Append {
                     prev_index,
@@ -595,7 +636,11 @@ impl Reader {
                 let commit = self.varint("commit")?;
                 let seq = self.varint("seq")?;
                 let [quiesce] = self.flags("heartbeat flags")?;
-                MessageBody::Heartbeat { commit, seq, quiesce }
+                MessageBody::Heartbeat {
+                    commit,
+                    seq,
+                    quiesce,
+                }
             }
             BODY_HEARTBEAT_RESPONSE => MessageBody::HeartbeatResponse {
                 seq: self.varint("seq")?,
@@ -632,11 +677,21 @@ impl Reader {
                 context: self.bytes("read context")?,
                 index: self.varint("read index")?,
             },
-            tag => return Err(CodecError::UnknownTag { what: "message body", tag }),
+            tag => {
+                return Err(CodecError::UnknownTag {
+                    what: "message body",
+                    tag,
+                })
+            }
         };
         Ok(RaftEnvelope {
             range_id,
-            message: Message { from, to, term, body },
+            message: Message {
+                from,
+                to,
+                term,
+                body,
+            },
         })
     }
 }

@@ -86,7 +86,10 @@ struct FaultState {
 
 impl FaultState {
     fn is_clean(&self) -> bool {
-        self.all_links.is_clean() && self.links.is_empty() && self.partitioned_to.is_empty() && self.blocked_from.is_empty()
+        self.all_links.is_clean()
+            && self.links.is_empty()
+            && self.partitioned_to.is_empty()
+            && self.blocked_from.is_empty()
     }
 }
 
@@ -189,7 +192,11 @@ impl Faults {
         if state.rng.percent_hit(link.drop_percent) {
             return Verdict::Dropped;
         }
-        let copies = if state.rng.percent_hit(link.duplicate_percent) { 2 } else { 1 };
+        let copies = if state.rng.percent_hit(link.duplicate_percent) {
+            2
+        } else {
+            1
+        };
         let jitter_ms = link.delay_jitter.as_millis() as u64;
         let jitter = if jitter_ms > 0 {
             Duration::from_millis(state.rng.next_u64() % (jitter_ms + 1))

@@ -63,7 +63,11 @@ fn checksum(len_kind: &[u8], payload: &[u8]) -> u32 {
 
 /// The header for `payload`, for writers that send a large payload without
 /// copying it behind the header.
-pub fn header(kind: FrameKind, payload: &[u8], frame_bytes_max: usize) -> Result<[u8; FRAME_HEADER_BYTES], FrameError> {
+pub fn header(
+    kind: FrameKind,
+    payload: &[u8],
+    frame_bytes_max: usize,
+) -> Result<[u8; FRAME_HEADER_BYTES], FrameError> {
     let total = FRAME_HEADER_BYTES + payload.len();
     if total > frame_bytes_max || payload.len() > u32::MAX as usize {
         return Err(FrameError::TooLarge {
@@ -80,7 +84,12 @@ pub fn header(kind: FrameKind, payload: &[u8], frame_bytes_max: usize) -> Result
 }
 
 /// Appends a complete frame to `out`.
-pub fn encode(kind: FrameKind, payload: &[u8], out: &mut BytesMut, frame_bytes_max: usize) -> Result<(), FrameError> {
+pub fn encode(
+    kind: FrameKind,
+    payload: &[u8],
+    out: &mut BytesMut,
+    frame_bytes_max: usize,
+) -> Result<(), FrameError> {
     let head = header(kind, payload, frame_bytes_max)?;
     out.reserve(head.len() + payload.len());
     out.put_slice(&head);
@@ -98,7 +107,12 @@ pub fn begin(out: &mut BytesMut) -> usize {
 
 /// Completes the frame begun at `start` (everything after its header is
 /// the payload). On error the frame is removed from `out` again.
-pub fn finish(out: &mut BytesMut, start: usize, kind: FrameKind, frame_bytes_max: usize) -> Result<usize, FrameError> {
+pub fn finish(
+    out: &mut BytesMut,
+    start: usize,
+    kind: FrameKind,
+    frame_bytes_max: usize,
+) -> Result<usize, FrameError> {
     let total = out.len() - start;
     let payload_len = total - FRAME_HEADER_BYTES;
     if total > frame_bytes_max {

@@ -58,7 +58,12 @@ impl Hello {
         payload.put_u64_le(self.target_node_id);
         let mut out = BytesMut::with_capacity(FRAME_HEADER_BYTES + payload.len());
         // Cannot fail: the payload is 30 bytes.
-        let _ = frame::encode(FrameKind::Hello, &payload, &mut out, HANDSHAKE_FRAME_BYTES_MAX);
+        let _ = frame::encode(
+            FrameKind::Hello,
+            &payload,
+            &mut out,
+            HANDSHAKE_FRAME_BYTES_MAX,
+        );
         out
     }
 
@@ -113,7 +118,12 @@ impl HelloAck {
         }
         let mut out = BytesMut::new();
         // Cannot fail: the payload is at most 290 bytes.
-        let _ = frame::encode(FrameKind::HelloAck, &payload, &mut out, HANDSHAKE_FRAME_BYTES_MAX);
+        let _ = frame::encode(
+            FrameKind::HelloAck,
+            &payload,
+            &mut out,
+            HANDSHAKE_FRAME_BYTES_MAX,
+        );
         out
     }
 
@@ -214,7 +224,10 @@ async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Han
     Ok(buf)
 }
 
-async fn read_exact<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Result<(), HandshakeError> {
+async fn read_exact<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+) -> Result<(), HandshakeError> {
     match stream.read_exact(buf).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(HandshakeError::Closed),
@@ -222,9 +235,18 @@ async fn read_exact<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Res
     }
 }
 
-async fn write_all<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), HandshakeError> {
-    stream.write_all(bytes).await.map_err(|e| HandshakeError::Io(e.to_string()))?;
-    stream.flush().await.map_err(|e| HandshakeError::Io(e.to_string()))
+async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+) -> Result<(), HandshakeError> {
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(|e| HandshakeError::Io(e.to_string()))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| HandshakeError::Io(e.to_string()))
 }
 
 fn version_ok(theirs: u16) -> Result<(), HandshakeError> {
@@ -246,7 +268,11 @@ pub(crate) struct Identity {
 }
 
 /// Dialer side: introduce ourselves to `target` and check its answer.
-pub(crate) async fn dial<S>(stream: &mut S, me: Identity, target: NodeId) -> Result<(), HandshakeError>
+pub(crate) async fn dial<S>(
+    stream: &mut S,
+    me: Identity,
+    target: NodeId,
+) -> Result<(), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -277,6 +303,24 @@ where
     Ok(())
 }
 
+/// The acceptor's checks that need nothing but the `Hello` itself.
+fn judge(hello: &Hello, me: Identity) -> Result<(), HandshakeError> {
+    version_ok(hello.protocol_version)?;
+    if hello.cluster_id != me.cluster_id {
+        return Err(HandshakeError::ForeignCluster {
+            ours: me.cluster_id,
+            theirs: hello.cluster_id,
+        });
+    }
+    if hello.target_node_id != me.node_id {
+        return Err(HandshakeError::WrongTarget {
+            expected: hello.target_node_id,
+            actual: me.node_id,
+        });
+    }
+    Ok(())
+}
+
 /// Acceptor side: read the dialer's `Hello`, decide, answer. Returns the
 /// dialer's node id when accepted. On refusal the reason is sent back (best
 /// effort) and returned; the caller logs it and drops the connection.
@@ -289,28 +333,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let hello = Hello::decode_frame(&read_frame(stream).await?)?;
-    let verdict = version_ok(hello.protocol_version)
-        .and_then(|()| {
-            if hello.cluster_id == me.cluster_id {
-                Ok(())
-            } else {
-                Err(HandshakeError::ForeignCluster {
-                    ours: me.cluster_id,
-                    theirs: hello.cluster_id,
-                })
-            }
-        })
-        .and_then(|()| {
-            if hello.target_node_id == me.node_id {
-                Ok(())
-            } else {
-                Err(HandshakeError::WrongTarget {
-                    expected: hello.target_node_id,
-                    actual: me.node_id,
-                })
-            }
-        })
-        .and_then(|()| is_known_dialer(hello.node_id));
+    let verdict = judge(&hello, me).and_then(|()| is_known_dialer(hello.node_id));
     let ack = HelloAck {
         protocol_version: PROTOCOL_VERSION,
         cluster_id: me.cluster_id,

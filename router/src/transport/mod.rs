@@ -136,18 +136,24 @@ impl Transport {
     /// run on it. Inbound traffic goes to `handler`.
     ///
     /// See the [module example](self).
-    pub async fn start(config: TransportConfig, handler: Arc<dyn InboundHandler>) -> Result<Transport, TransportError> {
+    pub async fn start(
+        config: TransportConfig,
+        handler: Arc<dyn InboundHandler>,
+    ) -> Result<Transport, TransportError> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| TransportError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
             .map_err(|source| TransportError::Bind {
                 addr: config.listen,
                 source,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| TransportError::Bind {
-            addr: config.listen,
-            source,
-        })?;
         info!(node = config.node_id, cluster = config.cluster_id, %local_addr, "transport listening");
         let shared = Arc::new(Shared {
             config,
@@ -203,8 +209,16 @@ impl Transport {
             *entry.peer.addr.lock() = addr;
             return Ok(());
         }
-        let peer = Arc::new(Peer::new(node, addr, me < node, self.shared.config.lane_frames_max));
-        let task = self.shared.runtime.spawn(peer::run(self.shared.clone(), peer.clone()));
+        let peer = Arc::new(Peer::new(
+            node,
+            addr,
+            me < node,
+            self.shared.config.lane_frames_max,
+        ));
+        let task = self
+            .shared
+            .runtime
+            .spawn(peer::run(self.shared.clone(), peer.clone()));
         peers.insert(node, PeerEntry { peer, task });
         Ok(())
     }
@@ -240,8 +254,14 @@ impl Transport {
             return;
         }
         match shared.faults.outbound(to) {
-            Verdict::Send { copies: 1, delay: None } => peer.enqueue(shared, env),
-            Verdict::Send { copies, delay: None } => {
+            Verdict::Send {
+                copies: 1,
+                delay: None,
+            } => peer.enqueue(shared, env),
+            Verdict::Send {
+                copies,
+                delay: None,
+            } => {
                 for _ in 1..copies {
                     peer.enqueue(shared, env.clone());
                 }
@@ -251,14 +271,22 @@ impl Transport {
                 copies,
                 delay: Some(delay),
             } => peer::enqueue_later(shared.clone(), peer, env, copies, delay),
-            Verdict::Partitioned | Verdict::Dropped => shared.stats.dropped(stats::DropReason::Fault, 1),
+            Verdict::Partitioned | Verdict::Dropped => {
+                shared.stats.dropped(stats::DropReason::Fault, 1)
+            }
         }
     }
 
     /// Sends everything queued since the last flush: per peer, one frame
     /// (more only if it would exceed the frame size limit). Never blocks.
     pub fn flush(&self) {
-        let peers: Vec<Arc<Peer>> = self.shared.peers.read().values().map(|e| e.peer.clone()).collect();
+        let peers: Vec<Arc<Peer>> = self
+            .shared
+            .peers
+            .read()
+            .values()
+            .map(|e| e.peer.clone())
+            .collect();
         for peer in peers {
             peer.flush(&self.shared);
         }
@@ -283,7 +311,9 @@ impl Transport {
 
     /// Raft messages queued for `node` and not yet written (0 if unknown).
     pub fn queued_messages(&self, node: NodeId) -> usize {
-        self.shared.peer(node).map_or(0, |peer| peer.queued_messages())
+        self.shared
+            .peer(node)
+            .map_or(0, |peer| peer.queued_messages())
     }
 
     /// Closes every connection and waits for the transport's tasks to end.
@@ -357,7 +387,9 @@ async fn accept_one(shared: Arc<Shared>, mut stream: TcpStream, remote: SocketAd
                     warn!(node = me.node_id, peer = node, %remote, "too many pending connections from peer; closing");
                 }
             }
-            None => warn!(node = me.node_id, peer = node, %remote, "peer removed during the handshake; closing"),
+            None => {
+                warn!(node = me.node_id, peer = node, %remote, "peer removed during the handshake; closing")
+            }
         },
         Err(reason) => {
             add(&shared.stats.handshakes_refused, 1);
@@ -372,7 +404,11 @@ impl SnapshotLane for Transport {
     /// queue is full. Fails fast when the connection is down: a snapshot
     /// stream does not survive a reconnect (frames queued for a closed
     /// connection are discarded, not sent on the next one).
-    fn send_frame(&self, to: NodeId, frame: Bytes) -> Pin<Box<dyn Future<Output = Result<(), LaneError>> + Send + '_>> {
+    fn send_frame(
+        &self,
+        to: NodeId,
+        frame: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<(), LaneError>> + Send + '_>> {
         Box::pin(async move {
             let shared = &self.shared;
             if shared.shut_down.load(Ordering::Acquire) {

@@ -104,7 +104,9 @@ impl Peer {
     pub fn enqueue(&self, shared: &Shared, env: RaftEnvelope) {
         let bytes = codec::estimated_bytes(&env);
         let mut queue = self.queue.lock();
-        if queue.messages >= shared.config.queue_messages_max || queue.bytes + bytes > shared.config.queue_bytes_max {
+        if queue.messages >= shared.config.queue_messages_max
+            || queue.bytes + bytes > shared.config.queue_bytes_max
+        {
             drop(queue);
             shared.stats.dropped(DropReason::QueueFull, 1);
             return;
@@ -130,7 +132,9 @@ impl Peer {
             queue.messages -= messages.len();
             queue.bytes -= bytes;
             drop(queue);
-            shared.stats.dropped(DropReason::PeerDown, messages.len() as u64);
+            shared
+                .stats
+                .dropped(DropReason::PeerDown, messages.len() as u64);
             return;
         }
         queue.ready.push_back(ReadyBatch {
@@ -195,7 +199,8 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
             stream
         } else if peer.dials {
             let addr = *peer.addr.lock();
-            let attempt = tokio::time::timeout(config.connect_timeout, dial(&shared, peer.id, addr));
+            let attempt =
+                tokio::time::timeout(config.connect_timeout, dial(&shared, peer.id, addr));
             let outcome = tokio::select! {
                 outcome = attempt => outcome,
                 _ = stopped(&mut stop) => break,
@@ -210,7 +215,10 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
                         _ => "connect and handshake timed out".to_string(),
                     };
                     debug!(node = shared.config.node_id, peer = peer.id, %addr, attempts, %reason, "dial failed");
-                    if !reported && (attempts >= config.unreachable_after_attempts || down_since.elapsed() >= config.unreachable_after) {
+                    if !reported
+                        && (attempts >= config.unreachable_after_attempts
+                            || down_since.elapsed() >= config.unreachable_after)
+                    {
                         report_unreachable(&shared, &peer, attempts);
                         reported = true;
                     }
@@ -253,9 +261,17 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>) {
         let end = run_connection(&shared, &peer, stream, &mut stop, &mut inbound).await;
         down_since = Instant::now();
         match end {
-            ConnectionEnd::Closed => info!(node = shared.config.node_id, peer = peer.id, "connection closed"),
+            ConnectionEnd::Closed => info!(
+                node = shared.config.node_id,
+                peer = peer.id,
+                "connection closed"
+            ),
             ConnectionEnd::Replaced(stream) => {
-                info!(node = shared.config.node_id, peer = peer.id, "connection replaced by a newer one");
+                info!(
+                    node = shared.config.node_id,
+                    peer = peer.id,
+                    "connection replaced by a newer one"
+                );
                 next_stream = Some(stream);
             }
             ConnectionEnd::Stopped => break,
@@ -280,14 +296,21 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 fn report_unreachable(shared: &Shared, peer: &Peer, attempts: u32) {
-    warn!(node = shared.config.node_id, peer = peer.id, attempts, "peer unreachable");
+    warn!(
+        node = shared.config.node_id,
+        peer = peer.id,
+        attempts,
+        "peer unreachable"
+    );
     add(&shared.stats.unreachable_reports, 1);
     metrics::counter!("flotilla_transport_peer_unreachable_total").increment(1);
     shared.handler.on_peer_unreachable(peer.id);
 }
 
 async fn dial(shared: &Shared, target: NodeId, addr: SocketAddr) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let me = Identity {
         cluster_id: shared.config.cluster_id,
         node_id: shared.config.node_id,
@@ -314,11 +337,25 @@ async fn run_connection(
     let (read_half, write_half) = stream.into_split();
     peer.connected.store(true, Ordering::Release);
     let mut reader = tokio::spawn(read_loop(shared.clone(), peer.id, read_half));
-    let mut writer = tokio::spawn(write_loop(shared.clone(), peer.clone(), write_half, generation));
+    let mut writer = tokio::spawn(write_loop(
+        shared.clone(),
+        peer.clone(),
+        write_half,
+        generation,
+    ));
 
+    // A handle may be polled to completion only once: remember which one
+    // ended the connection before stopping the other.
+    let (mut reader_done, mut writer_done) = (false, false);
     let end = tokio::select! {
-        _ = &mut reader => ConnectionEnd::Closed,
-        _ = &mut writer => ConnectionEnd::Closed,
+        _ = &mut reader => {
+            reader_done = true;
+            ConnectionEnd::Closed
+        }
+        _ = &mut writer => {
+            writer_done = true;
+            ConnectionEnd::Closed
+        }
         _ = stopped(stop) => ConnectionEnd::Stopped,
         newer = inbound.recv(), if !peer.dials => match newer {
             Some(stream) => ConnectionEnd::Replaced(stream),
@@ -326,10 +363,14 @@ async fn run_connection(
         },
     };
     peer.connected.store(false, Ordering::Release);
-    reader.abort();
-    writer.abort();
-    let _ = reader.await;
-    let _ = writer.await;
+    if !reader_done {
+        reader.abort();
+        let _ = reader.await;
+    }
+    if !writer_done {
+        writer.abort();
+        let _ = writer.await;
+    }
     peer.discard_queued(shared);
     end
 }
@@ -379,7 +420,8 @@ fn deliver(shared: &Shared, from: NodeId, frame: frame::Frame) -> Result<(), Str
     match frame.kind {
         FrameKind::Raft => {
             add(&stats.raft_frames_received, 1);
-            metrics::counter!("flotilla_transport_frames_received_total", "kind" => "raft").increment(1);
+            metrics::counter!("flotilla_transport_frames_received_total", "kind" => "raft")
+                .increment(1);
             let batch = codec::decode_batch(frame.payload).map_err(|e| e.to_string())?;
             let count = batch.messages.len() as u64;
             if shared.faults.inbound_blocked(from) {
@@ -387,22 +429,31 @@ fn deliver(shared: &Shared, from: NodeId, frame: frame::Frame) -> Result<(), Str
                 return Ok(());
             }
             add(&stats.messages_received, count);
-            add(&stats.heartbeat_items_received, batch.heartbeat_items as u64);
-            add(&stats.heartbeats_coalesced_received, batch.heartbeats_coalesced as u64);
+            add(
+                &stats.heartbeat_items_received,
+                batch.heartbeat_items as u64,
+            );
+            add(
+                &stats.heartbeats_coalesced_received,
+                batch.heartbeats_coalesced as u64,
+            );
             if count > 0 {
                 shared.handler.on_raft_messages(from, batch.messages);
             }
         }
         FrameKind::Lane => {
             add(&stats.lane_frames_received, 1);
-            metrics::counter!("flotilla_transport_frames_received_total", "kind" => "lane").increment(1);
+            metrics::counter!("flotilla_transport_frames_received_total", "kind" => "lane")
+                .increment(1);
             if shared.faults.inbound_blocked(from) {
                 stats.lane_dropped(DropReason::InboundBlocked, 1);
                 return Ok(());
             }
             shared.handler.on_snapshot_frame(from, frame.payload);
         }
-        FrameKind::Hello | FrameKind::HelloAck => return Err("handshake frame after the handshake".to_string()),
+        FrameKind::Hello | FrameKind::HelloAck => {
+            return Err("handshake frame after the handshake".to_string())
+        }
     }
     Ok(())
 }
@@ -410,7 +461,12 @@ fn deliver(shared: &Shared, from: NodeId, frame: frame::Frame) -> Result<(), Str
 /// Writes Raft frames first, always: at most one lane frame is written
 /// between two checks of the Raft queue, so a heartbeat waits behind at
 /// most one lane frame.
-async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, mut write_half: OwnedWriteHalf, generation: u64) {
+async fn write_loop(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    mut write_half: OwnedWriteHalf,
+    generation: u64,
+) {
     let node = shared.config.node_id;
     let max = shared.config.frame_bytes_max;
     let stats = &shared.stats;
@@ -431,9 +487,17 @@ async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, mut write_half: OwnedW
                 frames += summary.frames as u64;
                 add(&stats.messages_sent, summary.messages as u64);
                 add(&stats.heartbeat_items_sent, summary.heartbeat_items as u64);
-                add(&stats.heartbeats_coalesced_sent, summary.heartbeats_coalesced as u64);
+                add(
+                    &stats.heartbeats_coalesced_sent,
+                    summary.heartbeats_coalesced as u64,
+                );
                 if summary.dropped_too_large > 0 {
-                    warn!(node, peer = peer.id, count = summary.dropped_too_large, "messages larger than a frame dropped");
+                    warn!(
+                        node,
+                        peer = peer.id,
+                        count = summary.dropped_too_large,
+                        "messages larger than a frame dropped"
+                    );
                     stats.dropped(DropReason::TooLarge, summary.dropped_too_large as u64);
                 }
             }
@@ -446,7 +510,8 @@ async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, mut write_half: OwnedW
                 add(&stats.raft_frames_written_with_lane_pending, frames);
             }
             add(&stats.bytes_sent, out.len() as u64);
-            metrics::counter!("flotilla_transport_frames_sent_total", "kind" => "raft").increment(frames);
+            metrics::counter!("flotilla_transport_frames_sent_total", "kind" => "raft")
+                .increment(frames);
             metrics::counter!("flotilla_transport_bytes_sent_total").increment(out.len() as u64);
             out.clear();
             if out.capacity() > 4 * max {
@@ -479,7 +544,9 @@ async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, mut write_half: OwnedW
             stats.lane_dropped(DropReason::TooLarge, 1);
             continue;
         };
-        if write_half.write_all(&head).await.is_err() || write_half.write_all(&item.frame).await.is_err() {
+        if write_half.write_all(&head).await.is_err()
+            || write_half.write_all(&item.frame).await.is_err()
+        {
             return;
         }
         peer.lane_written.fetch_add(1, Ordering::AcqRel);
@@ -492,7 +559,13 @@ async fn write_loop(shared: Arc<Shared>, peer: Arc<Peer>, mut write_half: OwnedW
 }
 
 /// Delayed delivery for the fault layer: queue and flush after `delay`.
-pub(crate) fn enqueue_later(shared: Arc<Shared>, peer: Arc<Peer>, env: RaftEnvelope, copies: u8, delay: Duration) {
+pub(crate) fn enqueue_later(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    env: RaftEnvelope,
+    copies: u8,
+    delay: Duration,
+) {
     let runtime = shared.runtime.clone();
     runtime.spawn(async move {
         tokio::time::sleep(delay).await;

@@ -155,7 +155,8 @@ impl Counters {
             DropReason::InboundBlocked => &self.dropped_inbound_blocked,
         };
         add(counter, n);
-        metrics::counter!("flotilla_transport_dropped_total", "reason" => reason.label()).increment(n);
+        metrics::counter!("flotilla_transport_dropped_total", "reason" => reason.label())
+            .increment(n);
     }
 
     /// Counts `n` discarded lane frames.
@@ -164,7 +165,8 @@ impl Counters {
             return;
         }
         add(&self.lane_frames_dropped, n);
-        metrics::counter!("flotilla_transport_dropped_total", "reason" => reason.label()).increment(n);
+        metrics::counter!("flotilla_transport_dropped_total", "reason" => reason.label())
+            .increment(n);
     }
 
     pub(crate) fn record_max(&self, counter: &AtomicU64, value: u64) {

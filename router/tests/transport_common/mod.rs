@@ -31,7 +31,9 @@ impl InboundHandler for Recorder {
     fn on_raft_messages(&self, from: NodeId, messages: Vec<RaftEnvelope>) {
         self.raft_calls.fetch_add(1, Ordering::SeqCst);
         let count = messages.len() as u64;
-        self.raft.lock().extend(messages.into_iter().map(|m| (from, m)));
+        self.raft
+            .lock()
+            .extend(messages.into_iter().map(|m| (from, m)));
         self.raft_messages.fetch_add(count, Ordering::SeqCst);
     }
 
@@ -50,7 +52,11 @@ impl Recorder {
     }
 
     pub fn unreachable_count(&self, node: NodeId) -> usize {
-        self.unreachable.lock().iter().filter(|&&n| n == node).count()
+        self.unreachable
+            .lock()
+            .iter()
+            .filter(|&&n| n == node)
+            .count()
     }
 }
 
@@ -76,7 +82,9 @@ pub fn config(node: NodeId) -> TransportConfig {
 
 pub async fn start(config: TransportConfig) -> (Transport, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
-    let transport = Transport::start(config, recorder.clone()).await.expect("transport starts");
+    let transport = Transport::start(config, recorder.clone())
+        .await
+        .expect("transport starts");
     (transport, recorder)
 }
 
@@ -90,9 +98,11 @@ pub async fn mesh(nodes: &[&Transport]) {
         }
     }
     wait_until("every pair is connected", || {
-        nodes
-            .iter()
-            .all(|a| nodes.iter().all(|b| a.node_id() == b.node_id() || a.is_connected(b.node_id())))
+        nodes.iter().all(|a| {
+            nodes
+                .iter()
+                .all(|b| a.node_id() == b.node_id() || a.is_connected(b.node_id()))
+        })
     })
     .await;
 }
@@ -136,7 +146,11 @@ pub fn append(range_id: u64, from: u64, to: u64, seq: u64, payload_bytes: usize)
             body: MessageBody::Append {
                 prev_index: seq.saturating_sub(1),
                 prev_term: 3,
-                entries: vec![Entry::new(3, seq, Bytes::from(vec![seq as u8; payload_bytes]))],
+                entries: vec![Entry::new(
+                    3,
+                    seq,
+                    Bytes::from(vec![seq as u8; payload_bytes]),
+                )],
                 commit: seq.saturating_sub(1),
             },
         },
