@@ -52,6 +52,15 @@ pub struct EngineConfig {
     pub read_mode: ReadMode,
     pub wal: WalConfig,
     pub state: StateConfig,
+    /// Where the node listens for other nodes (`None`: a single node with
+    /// no transport). Port 0 picks a free port ([`crate::Engine::local_addr`]).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Addresses of the other nodes (more can be added at run time).
+    pub peers: std::collections::BTreeMap<u64, std::net::SocketAddr>,
+    /// The nodes of a new cluster. The first range covers the key space and
+    /// lives on the first three of them (by id), or all if fewer. Empty:
+    /// this node alone.
+    pub initial_members: Vec<u64>,
 }
 
 impl EngineConfig {
@@ -74,6 +83,9 @@ impl EngineConfig {
             read_mode: ReadMode::ReadIndex,
             wal: WalConfig::default(),
             state: StateConfig::default(),
+            listen: None,
+            peers: Default::default(),
+            initial_members: Vec::new(),
         }
     }
 
@@ -123,6 +135,21 @@ impl EngineConfig {
                     "must be positive and below wal.batch_bytes_max ({}), got {}",
                     self.wal.batch_bytes_max, self.value_bytes_max
                 ),
+            );
+        }
+        if !self.initial_members.is_empty() && !self.initial_members.contains(&self.node_id) {
+            return fail(
+                "initial_members",
+                format!(
+                    "must include this node ({}), got {:?}",
+                    self.node_id, self.initial_members
+                ),
+            );
+        }
+        if self.initial_members.len() > 1 && self.listen.is_none() {
+            return fail(
+                "listen",
+                "a multi-node cluster needs a listen address".into(),
             );
         }
         if self.request_timeout.is_zero() {
@@ -189,6 +216,18 @@ impl EngineConfigBuilder {
     }
     pub fn wal_config(mut self, wal: WalConfig) -> Self {
         self.config.wal = wal;
+        self
+    }
+    pub fn listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.listen = Some(addr);
+        self
+    }
+    pub fn peer(mut self, node: u64, addr: std::net::SocketAddr) -> Self {
+        self.config.peers.insert(node, addr);
+        self
+    }
+    pub fn initial_members(mut self, members: Vec<u64>) -> Self {
+        self.config.initial_members = members;
         self
     }
     /// Validate and return the config.

@@ -15,9 +15,11 @@ use tokio::sync::oneshot;
 use crate::command::WriteOp;
 use crate::config::EngineConfig;
 use crate::error::Error;
+use crate::network::Network;
 use crate::node::{Consistency, Msg, Node, RangeInfo, Request};
 use crate::peer::Outcome;
 use crate::stats::NodeStats;
+use flotilla_router::transport::Transport;
 
 /// A Flotilla node embedded in this process.
 ///
@@ -36,6 +38,7 @@ use crate::stats::NodeStats;
 /// ```
 pub struct Engine {
     mailbox: Sender<Msg>,
+    transport: Option<Transport>,
     config: EngineConfig,
     closed: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -46,8 +49,10 @@ impl Engine {
     /// this is a single node holding one range that covers the key space.
     /// Blocks while the WAL is recovered.
     pub fn open(config: EngineConfig) -> Result<Engine, Error> {
-        let node = Node::open(config.clone())?;
         let (mailbox, inbox) = crossbeam_channel::bounded(config.requests_queued_max);
+        let network = Network::start(&config, mailbox.clone())?;
+        let transport = network.as_ref().map(|n| n.transport.clone());
+        let node = Node::open(config.clone(), network)?;
         let closed = Arc::new(AtomicBool::new(false));
         let raft = std::thread::Builder::new()
             .name(format!("flotilla-raft-{}", config.node_id))
@@ -69,10 +74,34 @@ impl Engine {
             .map_err(|e| Error::Storage(format!("cannot start the tick thread: {e}")))?;
         Ok(Engine {
             mailbox,
+            transport,
             config,
             closed,
             threads: Mutex::new(vec![raft, ticker]),
         })
+    }
+
+    /// The address other nodes reach this one at (`None` for a node
+    /// without a listen address).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.transport.as_ref().map(|t| t.local_addr())
+    }
+
+    /// Tell this node where another node listens (or moved to).
+    pub fn add_peer(&self, node: u64, addr: std::net::SocketAddr) -> Result<(), Error> {
+        match &self.transport {
+            Some(t) => t
+                .add_peer(node, addr)
+                .map_err(|e| Error::InvalidRequest(e.to_string())),
+            None => Err(Error::InvalidRequest(
+                "this node has no listen address".into(),
+            )),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
     }
 
     fn submit(&self, request: Request) -> Result<(), Error> {

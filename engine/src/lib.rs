@@ -23,15 +23,18 @@
 //! ```
 
 mod apply;
+mod cluster;
 mod command;
 mod config;
 mod engine;
 mod error;
 mod meta;
+mod network;
 mod node;
 mod peer;
 mod stats;
 
+pub use cluster::Cluster;
 pub use command::WriteOp;
 pub use config::{EngineConfig, EngineConfigBuilder, ReadMode};
 pub use engine::Engine;

@@ -18,7 +18,7 @@ use flotilla_raftgroup::{
     BOOTSTRAP_TERM,
 };
 use flotilla_router::range::{RangeDescriptor, RangeMap, ReplicaDescriptor, ReplicaRole, Router};
-use flotilla_router::RangeId;
+use flotilla_router::{NodeId, RaftEnvelope, RangeId};
 use flotilla_storage::state::StateStore;
 use flotilla_storage::wal::{Wal, WriteBatch};
 use tokio::sync::oneshot;
@@ -28,6 +28,7 @@ use crate::command::{Command, WriteOp};
 use crate::config::{EngineConfig, ReadMode};
 use crate::error::Error;
 use crate::meta::RangeMeta;
+use crate::network::Network;
 use crate::peer::{Outcome, Peer, Proposal, ReadWaiter, Reply};
 use crate::stats::NodeStats;
 
@@ -79,6 +80,20 @@ pub(crate) enum Request {
 pub(crate) enum Msg {
     Request(Request),
     Tick,
+    /// Raft messages from another node.
+    Raft {
+        from: NodeId,
+        messages: Vec<RaftEnvelope>,
+    },
+    /// A frame of the snapshot lane from another node.
+    SnapshotFrame {
+        #[allow(dead_code)] // snapshot transfer wiring (engine issue)
+        from: NodeId,
+        #[allow(dead_code)]
+        frame: Bytes,
+    },
+    /// The transport gave up reaching a node.
+    PeerDown(NodeId),
     Shutdown(oneshot::Sender<Result<(), Error>>),
 }
 
@@ -117,6 +132,7 @@ pub(crate) struct Node {
     next_context: u64,
     stats: NodeStats,
     started: Instant,
+    network: Option<Network>,
 }
 
 /// Cluster-unique ids: a node-local counter in the high bits, the node id
@@ -128,7 +144,7 @@ fn make_id(counter: u64, node_id: u64) -> u64 {
 
 impl Node {
     /// Open (or create) the node's storage and start every local range.
-    pub(crate) fn open(config: EngineConfig) -> Result<Node, Error> {
+    pub(crate) fn open(config: EngineConfig, network: Option<Network>) -> Result<Node, Error> {
         config.validate()?;
         if config.node_id > 0xFFFF {
             return Err(Error::Config {
@@ -153,8 +169,10 @@ impl Node {
             next_context: 1,
             stats: NodeStats::default(),
             started: Instant::now(),
+            network,
         };
-        if node.store.range_ids()?.is_empty() {
+        // The id counter starts at 1: taking id 1 marks the first open.
+        if node.store.allocate_ids(1)? == 1 {
             node.bootstrap()?;
         }
         for range_id in node.store.range_ids()? {
@@ -174,26 +192,43 @@ impl Node {
         Ok(node)
     }
 
-    /// A new single-node cluster: one range over the whole key space.
+    /// A new cluster: the first range covers the key space and lives on
+    /// the first three initial members (or all, if fewer). Its id is 1 and
+    /// its replica ids are the node ids, so every member derives the same
+    /// descriptor without talking to the others; ids allocated later are
+    /// at least 2^16 and never collide with these.
     fn bootstrap(&mut self) -> Result<(), Error> {
-        let first = self.store.allocate_ids(2)?;
-        let range_id = make_id(first, self.config.node_id);
-        let replica_id = make_id(first + 1, self.config.node_id);
-        let desc = RangeDescriptor::whole_key_space(
-            range_id,
-            vec![ReplicaDescriptor {
-                replica_id,
-                node_id: self.config.node_id,
+        let mut members = self.config.initial_members.clone();
+        if members.is_empty() {
+            members.push(self.config.node_id);
+        }
+        members.sort_unstable();
+        members.dedup();
+        let hosts: Vec<u64> = members.into_iter().take(3).collect();
+        if !hosts.contains(&self.config.node_id) {
+            tracing::info!(
+                node_id = self.config.node_id,
+                "new node: no initial range here"
+            );
+            return Ok(());
+        }
+        let range_id = 1;
+        let replicas = hosts
+            .iter()
+            .map(|&node| ReplicaDescriptor {
+                replica_id: node,
+                node_id: node,
                 role: ReplicaRole::Voter,
-            }],
-        );
+            })
+            .collect();
+        let desc = RangeDescriptor::whole_key_space(range_id, replicas);
         let meta = RangeMeta { desc, frozen: None };
         let mut batch = self.store.apply_batch();
         batch.set_descriptor(range_id, &meta.encode());
         batch.set_applied(range_id, BOOTSTRAP_INDEX, BOOTSTRAP_TERM);
         batch.commit()?;
         self.store.sync()?;
-        tracing::info!(range_id, "bootstrapped the first range");
+        tracing::info!(range_id, ?hosts, "bootstrapped the first range");
         Ok(())
     }
 
@@ -294,6 +329,9 @@ impl Node {
                 match msg {
                     Msg::Request(request) => self.handle_request(request),
                     Msg::Tick => self.tick(),
+                    Msg::Raft { from, messages } => self.step_messages(from, messages),
+                    Msg::SnapshotFrame { .. } => {}
+                    Msg::PeerDown(node) => self.peer_down(node),
                     Msg::Shutdown(reply) => {
                         shutdown = Some(reply);
                         break;
@@ -330,6 +368,9 @@ impl Node {
             }
         }
         self.fail_everything(&Error::Closed);
+        if let Some(network) = self.network.as_mut() {
+            network.shutdown();
+        }
         let result = self.store.sync().map_err(Error::from);
         tracing::info!(node_id = self.config.node_id, "node stopped");
         if let Some(reply) = shutdown {
@@ -347,6 +388,64 @@ impl Node {
         }
         for (_, job) in self.merges.drain() {
             let _ = job.reply.send(Err(error.clone()));
+        }
+    }
+
+    fn step_messages(&mut self, from: NodeId, messages: Vec<RaftEnvelope>) {
+        for envelope in messages {
+            let Some(peer) = self.peers.get_mut(&envelope.range_id) else {
+                // Unknown here: a range whose split this node has not
+                // applied yet, or one it no longer holds. Dropping is safe
+                // (the sender retransmits) and never creates an empty
+                // replica that could later conflict with the split.
+                self.stats.messages_dropped_unknown_range += 1;
+                continue;
+            };
+            if let Err(e) = peer.group.step(envelope.message) {
+                tracing::debug!(range_id = envelope.range_id, from, error = %e, "message refused");
+            }
+        }
+    }
+
+    /// Wake every group led from `node` so it can elect a new leader.
+    fn peer_down(&mut self, node: NodeId) {
+        for peer in self.peers.values_mut() {
+            if peer.leader_hint().is_some_and(|l| l.node_id == node) {
+                peer.group.wake_up();
+            }
+        }
+    }
+
+    /// Hand messages to the transport, grouped per node by the transport
+    /// until the flush at the end of the cycle.
+    fn send_messages(&mut self, range_id: RangeId, messages: Vec<flotilla_raftgroup::Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            return;
+        };
+        for message in messages {
+            if let flotilla_raftgroup::MessageBody::InstallSnapshot { .. } = message.body {
+                // Snapshot data is not streamed yet: tell Raft the send
+                // failed so it retries (and never installs an empty state).
+                tracing::warn!(
+                    range_id,
+                    to = message.to,
+                    "snapshot transfer to a lagging follower is not wired yet"
+                );
+                peer.group.report_snapshot(message.to, false);
+                continue;
+            }
+            let Some(node) = peer.meta.desc.replica(message.to).map(|r| r.node_id) else {
+                continue;
+            };
+            match &self.network {
+                Some(network) => network
+                    .transport
+                    .send(node, RaftEnvelope { range_id, message }),
+                None => self.stats.messages_dropped_unknown_range += 1,
+            }
         }
     }
 
@@ -845,12 +944,20 @@ impl Node {
         if readies.is_empty() {
             return Ok(false);
         }
+        // A leader's appends may leave before its own persist: the disk
+        // write and the followers' run in parallel.
+        for (range_id, ready) in readies.iter_mut() {
+            let messages = std::mem::take(&mut ready.messages);
+            self.send_messages(*range_id, messages);
+        }
         if !wal_batch.is_empty() {
             self.wal.write(&wal_batch, self.config.wal_sync)?;
             self.stats.wal_writes += 1;
         }
-        // Messages to other nodes go through the transport once the node
-        // is multi-node; a single node's groups have no peers to talk to.
+        for (range_id, ready) in readies.iter_mut() {
+            let messages = std::mem::take(&mut ready.messages_after_persist);
+            self.send_messages(*range_id, messages);
+        }
         let mut apply = self.store.apply_batch();
         let mut effects = Vec::new();
         let mut replies: Vec<(RangeId, u64, u64, Result<Outcome, Error>)> = Vec::new();
@@ -934,6 +1041,9 @@ impl Node {
             self.after_apply(effect)?;
         }
         self.maybe_compact()?;
+        if let Some(network) = &self.network {
+            network.transport.flush();
+        }
         Ok(true)
     }
 

@@ -20,5 +20,7 @@ pub struct NodeStats {
     pub merges: u64,
     pub compactions: u64,
     pub ranges: u64,
+    /// Raft messages for ranges this node does not hold (dropped).
+    pub messages_dropped_unknown_range: u64,
     pub uptime_ms: u64,
 }

@@ -1,0 +1,107 @@
+//! The node's link to other nodes: the transport on a small runtime of its
+//! own, and the inbound handler that turns what arrives into mailbox
+//! messages of the raft loop.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use flotilla_router::transport::{Transport, TransportConfig};
+use flotilla_router::{InboundHandler, NodeId, RaftEnvelope};
+
+use crate::config::EngineConfig;
+use crate::error::Error;
+use crate::node::Msg;
+
+/// The transport and the runtime its tasks run on.
+pub(crate) struct Network {
+    pub transport: Transport,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+struct Inbound {
+    mailbox: Sender<Msg>,
+}
+
+impl InboundHandler for Inbound {
+    fn on_raft_messages(&self, from: NodeId, messages: Vec<RaftEnvelope>) {
+        // Never block the transport: a full mailbox drops the frame and
+        // Raft retransmits.
+        if self.mailbox.try_send(Msg::Raft { from, messages }).is_err() {
+            metrics::counter!("flotilla_engine_inbound_dropped_total").increment(1);
+        }
+    }
+
+    fn on_snapshot_frame(&self, from: NodeId, frame: Bytes) {
+        let _ = self.mailbox.try_send(Msg::SnapshotFrame { from, frame });
+    }
+
+    fn on_peer_unreachable(&self, node: NodeId) {
+        let _ = self.mailbox.try_send(Msg::PeerDown(node));
+    }
+}
+
+impl Network {
+    /// Start the transport when the config has a listen address.
+    pub(crate) fn start(
+        config: &EngineConfig,
+        mailbox: Sender<Msg>,
+    ) -> Result<Option<Network>, Error> {
+        let Some(listen) = config.listen else {
+            return Ok(None);
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("flotilla-net-{}", config.node_id))
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Storage(format!("cannot start the network runtime: {e}")))?;
+        let transport_config = TransportConfig::new(config.cluster_id, config.node_id, listen);
+        let handler: Arc<dyn InboundHandler> = Arc::new(Inbound { mailbox });
+        // Start on the network runtime and wait from here: `Engine::open`
+        // may itself run inside another runtime, where `block_on` panics.
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let _ = tx.send(Transport::start(transport_config, handler).await);
+        });
+        let transport = rx
+            .recv()
+            .map_err(|_| Error::Storage("network runtime stopped".into()))?
+            .map_err(|e| Error::Config {
+                field: "listen",
+                reason: e.to_string(),
+            })?;
+        for (&node, &addr) in &config.peers {
+            if node != config.node_id {
+                transport.add_peer(node, addr).map_err(|e| Error::Config {
+                    field: "peers",
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        Ok(Some(Network {
+            transport,
+            runtime: Some(runtime),
+        }))
+    }
+
+    /// Close connections and stop the runtime.
+    pub(crate) fn shutdown(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let transport = self.transport.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            runtime.spawn(async move {
+                transport.shutdown().await;
+                let _ = tx.send(());
+            });
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(5));
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,94 @@
+//! Three nodes in one process over the real transport on 127.0.0.1.
+//! Waits are bounded polls on observable state (a leader exists, a value is
+//! visible), never sleeps that hope something happened.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use flotilla::{Cluster, Error};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+const TICK: Duration = Duration::from_millis(10);
+
+/// Poll `check` until it holds or `deadline` passes.
+async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < end {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(TICK).await;
+    }
+    false
+}
+
+#[test]
+fn three_nodes_replicate_and_survive_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let mut cluster = Cluster::start(3, dir.path(), TICK).unwrap();
+        for i in 0..50 {
+            cluster
+                .put(format!("k{i:02}"), format!("v{i}"))
+                .await
+                .unwrap();
+        }
+        // Every node applies every write.
+        for id in 1..=3 {
+            let caught_up = eventually(Duration::from_secs(10), || async {
+                cluster.get_local(id, "k49").await.ok().flatten() == Some(Bytes::from("v49"))
+            })
+            .await;
+            assert!(caught_up, "node {id} did not apply the writes");
+        }
+        let leader = cluster.leader_of(b"k00").await.expect("a leader");
+        // A follower refuses linearizable reads with a hint.
+        let follower = (1..=3).find(|&id| id != leader).unwrap();
+        match cluster.node(follower).unwrap().get("k00").await {
+            Err(Error::NotLeader { leader: hint, .. }) => {
+                if let Some(hint) = hint {
+                    assert_eq!(hint.node_id, leader);
+                }
+            }
+            other => panic!("follower answered a linearizable read: {other:?}"),
+        }
+
+        // Kill the leader's node: the others elect a new leader and every
+        // acknowledged write is still there.
+        cluster.stop(leader).await.unwrap();
+        for i in 0..50 {
+            assert_eq!(
+                cluster.get(format!("k{i:02}")).await.unwrap(),
+                Some(Bytes::from(format!("v{i}")))
+            );
+        }
+        for i in 50..80 {
+            cluster
+                .put(format!("k{i:02}"), format!("v{i}"))
+                .await
+                .unwrap();
+        }
+        let new_leader = cluster.leader_of(b"k00").await.expect("a new leader");
+        assert_ne!(new_leader, leader);
+
+        // The old leader comes back and catches up through the log.
+        cluster.restart(leader).unwrap();
+        let caught_up = eventually(Duration::from_secs(15), || async {
+            cluster.get_local(leader, "k79").await.ok().flatten() == Some(Bytes::from("v79"))
+        })
+        .await;
+        assert!(caught_up, "restarted node {leader} did not catch up");
+        cluster.close().await.unwrap();
+    });
+}
