@@ -124,7 +124,10 @@ impl Peer {
         if queue.pending.is_empty() {
             return;
         }
-        let messages = std::mem::take(&mut queue.pending);
+        // The next round is usually as big as this one: start the new
+        // list at that size instead of growing it message by message.
+        let capacity = queue.pending.len();
+        let messages = std::mem::replace(&mut queue.pending, Vec::with_capacity(capacity));
         let bytes = std::mem::take(&mut queue.pending_bytes);
         if !self.connected.load(Ordering::Acquire) {
             // The connection went away after these were accepted by
