@@ -26,6 +26,9 @@ pub struct TransportConfig {
     pub listen: SocketAddr,
     /// Largest frame accepted or produced, header included. A longer
     /// length field closes the connection before anything is allocated.
+    /// Decoding one frame allocates at most a small constant factor of
+    /// this (a coalesced heartbeat of ~7 bytes becomes a full message), so
+    /// it also bounds the memory one peer's frame can claim.
     pub frame_bytes_max: usize,
     /// Raft messages queued for one peer (unflushed plus not yet written).
     pub queue_messages_max: usize,
