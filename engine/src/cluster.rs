@@ -24,12 +24,27 @@ pub struct Cluster {
     tick: Duration,
     /// Attempts and deadline of the client helpers.
     pub client_deadline: Duration,
+    customize: Option<Customize>,
 }
+
+type Customize = std::sync::Arc<dyn Fn(&mut EngineConfig) + Send + Sync>;
 
 impl Cluster {
     /// Start `n` nodes with data under `base` and the given Raft tick.
     pub fn start(n: u64, base: &Path, tick: Duration) -> Result<Cluster, Error> {
+        Self::start_with(n, base, tick, |_| {})
+    }
+
+    /// Like [`Cluster::start`], with every node's config passed through
+    /// `customize` first (also on restarts).
+    pub fn start_with(
+        n: u64,
+        base: &Path,
+        tick: Duration,
+        customize: impl Fn(&mut EngineConfig) + Send + Sync + 'static,
+    ) -> Result<Cluster, Error> {
         let mut cluster = Cluster {
+            customize: Some(std::sync::Arc::new(customize)),
             nodes: Vec::new(),
             addrs: Vec::new(),
             base: base.to_path_buf(),
@@ -51,6 +66,9 @@ impl Cluster {
         config.tick = self.tick;
         config.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.initial_members = (1..=n).collect();
+        if let Some(customize) = &self.customize {
+            customize(&mut config);
+        }
         config
     }
 

@@ -50,9 +50,10 @@ impl Engine {
     /// Blocks while the WAL is recovered.
     pub fn open(config: EngineConfig) -> Result<Engine, Error> {
         let (mailbox, inbox) = crossbeam_channel::bounded(config.requests_queued_max);
-        let network = Network::start(&config, mailbox.clone())?;
+        let applied = Arc::new(parking_lot::RwLock::new(std::collections::HashMap::new()));
+        let network = Network::start(&config, mailbox.clone(), applied.clone())?;
         let transport = network.as_ref().map(|n| n.transport.clone());
-        let node = Node::open(config.clone(), network)?;
+        let node = Node::open(config.clone(), network, mailbox.clone(), applied)?;
         let closed = Arc::new(AtomicBool::new(false));
         let raft = std::thread::Builder::new()
             .name(format!("flotilla-raft-{}", config.node_id))

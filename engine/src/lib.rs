@@ -32,6 +32,7 @@ mod meta;
 mod network;
 mod node;
 mod peer;
+mod snapshot;
 mod stats;
 
 pub use cluster::Cluster;

@@ -6,8 +6,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use flotilla_router::snapshot::{SnapshotConfig, SnapshotService};
 use flotilla_router::transport::{Transport, TransportConfig};
-use flotilla_router::{InboundHandler, NodeId, RaftEnvelope};
+use flotilla_router::{InboundHandler, NodeId, RaftEnvelope, RangeId, SnapshotLane};
+use parking_lot::RwLock;
+
+use crate::snapshot::EngineSink;
 
 use crate::config::EngineConfig;
 use crate::error::Error;
@@ -16,11 +23,13 @@ use crate::node::Msg;
 /// The transport and the runtime its tasks run on.
 pub(crate) struct Network {
     pub transport: Transport,
+    pub snapshots: Arc<SnapshotService>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 struct Inbound {
     mailbox: Sender<Msg>,
+    snapshots: Arc<OnceLock<Arc<SnapshotService>>>,
 }
 
 impl InboundHandler for Inbound {
@@ -33,7 +42,9 @@ impl InboundHandler for Inbound {
     }
 
     fn on_snapshot_frame(&self, from: NodeId, frame: Bytes) {
-        let _ = self.mailbox.try_send(Msg::SnapshotFrame { from, frame });
+        if let Some(service) = self.snapshots.get() {
+            service.on_frame(from, frame);
+        }
     }
 
     fn on_peer_unreachable(&self, node: NodeId) {
@@ -46,6 +57,7 @@ impl Network {
     pub(crate) fn start(
         config: &EngineConfig,
         mailbox: Sender<Msg>,
+        applied: Arc<RwLock<HashMap<RangeId, u64>>>,
     ) -> Result<Option<Network>, Error> {
         let Some(listen) = config.listen else {
             return Ok(None);
@@ -57,7 +69,11 @@ impl Network {
             .build()
             .map_err(|e| Error::Storage(format!("cannot start the network runtime: {e}")))?;
         let transport_config = TransportConfig::new(config.cluster_id, config.node_id, listen);
-        let handler: Arc<dyn InboundHandler> = Arc::new(Inbound { mailbox });
+        let slot = Arc::new(OnceLock::new());
+        let handler: Arc<dyn InboundHandler> = Arc::new(Inbound {
+            mailbox: mailbox.clone(),
+            snapshots: slot.clone(),
+        });
         // Start on the network runtime and wait from here: `Engine::open`
         // may itself run inside another runtime, where `block_on` panics.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -79,10 +95,38 @@ impl Network {
                 })?;
             }
         }
+        let lane: Arc<dyn SnapshotLane> = Arc::new(transport.clone());
+        let sink = Arc::new(EngineSink { applied, mailbox });
+        let staging = config.data_dir.join("snapshot-staging");
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let _ = tx.send(SnapshotService::start(
+                SnapshotConfig::new(staging),
+                lane,
+                sink,
+            ));
+        });
+        let snapshots = Arc::new(
+            rx.recv()
+                .map_err(|_| Error::Storage("network runtime stopped".into()))?
+                .map_err(|e| Error::Storage(format!("snapshot service: {e}")))?,
+        );
+        let _ = slot.set(snapshots.clone());
         Ok(Some(Network {
             transport,
+            snapshots,
             runtime: Some(runtime),
         }))
+    }
+
+    /// Run a task on the network runtime.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if let Some(runtime) = &self.runtime {
+            runtime.spawn(task);
+        }
     }
 
     /// Close connections and stop the runtime.

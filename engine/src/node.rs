@@ -12,15 +12,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use flotilla_raftgroup::{
     ConfChange, ConfState, EntryKind, HardState, RaftGroup, ReplicaId, Role, BOOTSTRAP_INDEX,
     BOOTSTRAP_TERM,
 };
+use flotilla_raftgroup::{Snapshot, SnapshotMeta};
 use flotilla_router::range::{RangeDescriptor, RangeMap, ReplicaDescriptor, ReplicaRole, Router};
+use flotilla_router::snapshot::{SnapshotRequest, StagedSnapshot};
 use flotilla_router::{NodeId, RaftEnvelope, RangeId};
 use flotilla_storage::state::StateStore;
 use flotilla_storage::wal::{Wal, WriteBatch};
+use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use crate::apply::{apply_entry, write_command, Effect, LocalView};
@@ -85,12 +88,14 @@ pub(crate) enum Msg {
         from: NodeId,
         messages: Vec<RaftEnvelope>,
     },
-    /// A frame of the snapshot lane from another node.
-    SnapshotFrame {
-        #[allow(dead_code)] // snapshot transfer wiring (engine issue)
-        from: NodeId,
-        #[allow(dead_code)]
-        frame: Bytes,
+    /// A snapshot for a local range arrived and is staged on disk.
+    SnapshotStaged(Box<StagedSnapshot>),
+    /// A snapshot this node sent finished (or failed).
+    SnapshotSent {
+        range_id: RangeId,
+        to: ReplicaId,
+        meta: SnapshotMeta,
+        ok: bool,
     },
     /// The transport gave up reaching a node.
     PeerDown(NodeId),
@@ -133,6 +138,10 @@ pub(crate) struct Node {
     stats: NodeStats,
     started: Instant,
     network: Option<Network>,
+    /// For tasks that report back to the raft loop.
+    mailbox: Sender<Msg>,
+    /// Applied index per local range, read by the snapshot receiver.
+    applied_shared: Arc<RwLock<HashMap<RangeId, u64>>>,
 }
 
 /// Cluster-unique ids: a node-local counter in the high bits, the node id
@@ -144,7 +153,12 @@ fn make_id(counter: u64, node_id: u64) -> u64 {
 
 impl Node {
     /// Open (or create) the node's storage and start every local range.
-    pub(crate) fn open(config: EngineConfig, network: Option<Network>) -> Result<Node, Error> {
+    pub(crate) fn open(
+        config: EngineConfig,
+        network: Option<Network>,
+        mailbox: Sender<Msg>,
+        applied_shared: Arc<RwLock<HashMap<RangeId, u64>>>,
+    ) -> Result<Node, Error> {
         config.validate()?;
         if config.node_id > 0xFFFF {
             return Err(Error::Config {
@@ -170,6 +184,8 @@ impl Node {
             stats: NodeStats::default(),
             started: Instant::now(),
             network,
+            mailbox,
+            applied_shared,
         };
         // The id counter starts at 1: taking id 1 marks the first open.
         if node.store.allocate_ids(1)? == 1 {
@@ -302,6 +318,7 @@ impl Node {
                 .insert(meta.desc.clone())
                 .map_err(|e| Error::Storage(format!("range map: {e}")))?;
         }
+        self.applied_shared.write().insert(range_id, applied.0);
         self.peers.insert(
             range_id,
             Peer {
@@ -330,7 +347,13 @@ impl Node {
                     Msg::Request(request) => self.handle_request(request),
                     Msg::Tick => self.tick(),
                     Msg::Raft { from, messages } => self.step_messages(from, messages),
-                    Msg::SnapshotFrame { .. } => {}
+                    Msg::SnapshotStaged(staged) => self.install_staged(*staged),
+                    Msg::SnapshotSent {
+                        range_id,
+                        to,
+                        meta,
+                        ok,
+                    } => self.snapshot_sent(range_id, to, meta, ok),
                     Msg::PeerDown(node) => self.peer_down(node),
                     Msg::Shutdown(reply) => {
                         shutdown = Some(reply);
@@ -401,10 +424,90 @@ impl Node {
                 self.stats.messages_dropped_unknown_range += 1;
                 continue;
             };
+            if let flotilla_raftgroup::MessageBody::InstallSnapshot { snapshot } =
+                &envelope.message.body
+            {
+                // Only once the data is in the state store: Raft must never
+                // restore to an index whose state is missing here.
+                if snapshot.meta.index > peer.applied.0 {
+                    self.stats.messages_dropped_unknown_range += 1;
+                    continue;
+                }
+            }
             if let Err(e) = peer.group.step(envelope.message) {
                 tracing::debug!(range_id = envelope.range_id, from, error = %e, "message refused");
             }
         }
+    }
+
+    /// Apply a snapshot received for a local range (data only; Raft
+    /// learns of it from the leader's message that follows).
+    fn install_staged(&mut self, staged: StagedSnapshot) {
+        let range_id = staged.meta().range_id;
+        let Some(peer) = self.peers.get(&range_id) else {
+            return;
+        };
+        if staged.meta().index <= peer.applied.0 {
+            return; // Stale: already have it.
+        }
+        match crate::snapshot::apply_staged(&self.store, &staged) {
+            Ok(header) => {
+                let meta = match RangeMeta::decode(&header.storage.descriptor) {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        tracing::error!(range_id, error = %e, "snapshot carried a bad descriptor");
+                        return;
+                    }
+                };
+                if let Some(peer) = self.peers.get_mut(&range_id) {
+                    peer.applied = (header.raft.index, header.raft.term);
+                    if meta.desc != peer.meta.desc {
+                        let desc = meta.desc.clone();
+                        self.router.map_mut().remove(range_id);
+                        if let Err(e) = self.router.map_mut().insert(desc) {
+                            tracing::error!(range_id, error = %e, "range map refused a snapshot's descriptor");
+                        }
+                    }
+                    peer.meta = meta;
+                }
+                self.applied_shared
+                    .write()
+                    .insert(range_id, header.raft.index);
+                self.stats.snapshots_applied += 1;
+                tracing::info!(range_id, index = header.raft.index, "snapshot applied");
+            }
+            Err(e) => tracing::warn!(range_id, error = %e, "snapshot apply failed"),
+        }
+    }
+
+    /// A snapshot send finished: on success the Raft message follows the
+    /// data; either way Raft learns the outcome.
+    fn snapshot_sent(&mut self, range_id: RangeId, to: ReplicaId, meta: SnapshotMeta, ok: bool) {
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            return;
+        };
+        if ok && peer.group.is_leader() {
+            if let (Some(node), Some(network)) =
+                (peer.meta.desc.replica(to).map(|r| r.node_id), &self.network)
+            {
+                let message = flotilla_raftgroup::Message {
+                    from: peer.replica_id,
+                    to,
+                    term: peer.group.term(),
+                    body: flotilla_raftgroup::MessageBody::InstallSnapshot {
+                        snapshot: Snapshot {
+                            meta,
+                            data: Bytes::new(),
+                        },
+                    },
+                };
+                network
+                    .transport
+                    .send(node, RaftEnvelope { range_id, message });
+                network.transport.flush();
+            }
+        }
+        peer.group.report_snapshot(to, ok);
     }
 
     /// Wake every group led from `node` so it can elect a new leader.
@@ -427,14 +530,48 @@ impl Node {
         };
         for message in messages {
             if let flotilla_raftgroup::MessageBody::InstallSnapshot { .. } = message.body {
-                // Snapshot data is not streamed yet: tell Raft the send
-                // failed so it retries (and never installs an empty state).
-                tracing::warn!(
+                // The data goes first, through the snapshot scheduler; the
+                // Raft message follows when it is durable on the follower.
+                let to = message.to;
+                let node = peer.meta.desc.replica(to).map(|r| r.node_id);
+                let source = crate::snapshot::RangeSnapshotSource::open(
+                    &self.store,
                     range_id,
-                    to = message.to,
-                    "snapshot transfer to a lagging follower is not wired yet"
+                    &peer.meta.desc.start,
+                    &peer.meta.desc.end,
+                    peer.group.conf_state().clone(),
                 );
-                peer.group.report_snapshot(message.to, false);
+                match (node, source, &self.network) {
+                    (Some(node), Ok((source, meta)), Some(network)) => {
+                        let request = SnapshotRequest {
+                            to: node,
+                            range_id,
+                            index: meta.index,
+                            term: meta.term,
+                            size_hint_bytes: 0,
+                        };
+                        let service = network.snapshots.clone();
+                        let mailbox = self.mailbox.clone();
+                        self.stats.snapshots_sent += 1;
+                        network.spawn(async move {
+                            let outcome = service.send(request, source).await;
+                            if let Err(e) = &outcome {
+                                tracing::warn!(range_id, to, error = %e, "snapshot send failed");
+                            }
+                            let _ = mailbox.send(Msg::SnapshotSent {
+                                range_id,
+                                to,
+                                meta,
+                                ok: outcome.is_ok(),
+                            });
+                        });
+                    }
+                    (_, Err(e), _) => {
+                        tracing::warn!(range_id, to, error = %e, "cannot read a snapshot of the range");
+                        peer.group.report_snapshot(to, false);
+                    }
+                    _ => peer.group.report_snapshot(to, false),
+                }
                 continue;
             }
             let Some(node) = peer.meta.desc.replica(message.to).map(|r| r.node_id) else {
@@ -968,6 +1105,11 @@ impl Node {
             };
             let is_leader = peer.group.is_leader();
             for entry in &ready.committed_entries {
+                if entry.index <= peer.applied.0 {
+                    // Already in the state store (a snapshot brought it).
+                    replies.push((*range_id, entry.index, entry.term, Ok(Outcome::Done)));
+                    continue;
+                }
                 let outcome = match entry.kind {
                     _ if entry.data.is_empty() => Ok(Outcome::Done),
                     EntryKind::ConfChange => {
@@ -987,12 +1129,22 @@ impl Node {
                 self.stats.entries_applied += 1;
             }
             if let Some(last) = ready.committed_entries.last() {
-                apply.set_applied(*range_id, last.index, last.term);
-                peer.applied = (last.index, last.term);
+                if last.index > peer.applied.0 {
+                    apply.set_applied(*range_id, last.index, last.term);
+                    peer.applied = (last.index, last.term);
+                }
             }
             self.peers.insert(*range_id, peer);
         }
         apply.commit()?;
+        {
+            let mut shared = self.applied_shared.write();
+            for (range_id, _) in readies.iter() {
+                if let Some(peer) = self.peers.get(range_id) {
+                    shared.insert(*range_id, peer.applied.0);
+                }
+            }
+        }
         for (range_id, data) in conf_changes {
             self.apply_conf_change(range_id, &data)?;
         }
@@ -1090,6 +1242,7 @@ impl Node {
                 self.continue_merge(source, target);
             }
             Effect::Merged { target, source } => {
+                self.applied_shared.write().remove(&source);
                 if let Some(mut peer) = self.peers.remove(&source) {
                     let mut scans = Vec::new();
                     let error = Error::EpochMismatch {

@@ -19,6 +19,8 @@ pub struct NodeStats {
     pub splits: u64,
     pub merges: u64,
     pub compactions: u64,
+    pub snapshots_sent: u64,
+    pub snapshots_applied: u64,
     pub ranges: u64,
     /// Raft messages for ranges this node does not hold (dropped).
     pub messages_dropped_unknown_range: u64,

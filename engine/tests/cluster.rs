@@ -92,3 +92,52 @@ fn three_nodes_replicate_and_survive_the_leader() {
         cluster.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_follower_behind_compaction_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let mut cluster =
+            Cluster::start_with(3, dir.path(), TICK, |c| c.log_compact_entries = 20).unwrap();
+        cluster.put("before", "1").await.unwrap();
+        let leader = cluster.leader_of(b"before").await.expect("a leader");
+        let lagging = (1..=3).find(|&id| id != leader).unwrap();
+        cluster.stop(lagging).await.unwrap();
+        // Far more entries than the compaction threshold: the leader's log
+        // no longer holds what the stopped follower needs.
+        for i in 0..300 {
+            cluster
+                .put(format!("s{i:03}"), format!("{i}"))
+                .await
+                .unwrap();
+        }
+        cluster.restart(lagging).unwrap();
+        let caught_up = eventually(Duration::from_secs(20), || async {
+            cluster.get_local(lagging, "s299").await.ok().flatten() == Some(Bytes::from("299"))
+        })
+        .await;
+        assert!(caught_up, "node {lagging} did not catch up");
+        let stats = cluster.node(lagging).unwrap().stats().await.unwrap();
+        assert!(
+            stats.snapshots_applied >= 1,
+            "caught up without a snapshot: {stats:?}"
+        );
+        // And keeps following by log afterwards.
+        cluster.put("after", "2").await.unwrap();
+        let follows = eventually(Duration::from_secs(10), || async {
+            cluster.get_local(lagging, "after").await.ok().flatten() == Some(Bytes::from("2"))
+        })
+        .await;
+        assert!(follows);
+        for i in [0, 150, 299] {
+            assert_eq!(
+                cluster
+                    .get_local(lagging, format!("s{i:03}"))
+                    .await
+                    .unwrap(),
+                Some(Bytes::from(format!("{i}")))
+            );
+        }
+        cluster.close().await.unwrap();
+    });
+}
