@@ -586,12 +586,28 @@ impl Node {
         }
     }
 
+    /// One timer tick. Hibernating groups are skipped; an idle leader whose
+    /// followers hold everything tells them to hibernate too (no more ticks
+    /// or heartbeats until a proposal, a message or a node failure).
     fn tick(&mut self) {
+        let mut hibernating = 0;
         for peer in self.peers.values_mut() {
-            if !peer.group.is_quiescent() {
-                peer.group.tick();
+            if peer.group.is_quiescent() {
+                hibernating += 1;
+                continue;
+            }
+            peer.group.tick();
+            if peer.group.is_leader()
+                && peer.proposals.is_empty()
+                && peer.reads_unconfirmed.is_empty()
+                && peer.reads_confirmed.is_empty()
+                && peer.group.quiesce()
+            {
+                hibernating += 1;
             }
         }
+        self.stats.ranges_hibernating = hibernating;
+        metrics::gauge!("flotilla_ranges_hibernating").set(hibernating as f64);
     }
 
     // ------------------------------------------------------------ requests
@@ -944,6 +960,17 @@ impl Node {
                     "ranges {left} and {right} have different replica sets ({:?} vs {:?}); move replicas first",
                     nodes(l),
                     nodes(r)
+                )));
+            }
+            if l.meta.desc.replicas.len() > 1 {
+                // On several nodes, a replica of the target may apply the
+                // merge before its local source replica caught up with the
+                // freeze; that needs the target's apply to wait for the
+                // source, which the admin work (membership/merge issue)
+                // brings. Until then: refuse rather than risk it.
+                return Err(Error::AdminRefused(format!(
+                    "merging replicated ranges ({} replicas) is not supported yet",
+                    l.meta.desc.replicas.len()
                 )));
             }
             if !l.group.is_leader() {

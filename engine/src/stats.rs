@@ -22,6 +22,8 @@ pub struct NodeStats {
     pub snapshots_sent: u64,
     pub snapshots_applied: u64,
     pub ranges: u64,
+    /// Ranges whose group hibernates (no ticks, no heartbeats).
+    pub ranges_hibernating: u64,
     /// Raft messages for ranges this node does not hold (dropped).
     pub messages_dropped_unknown_range: u64,
     pub uptime_ms: u64,

@@ -389,3 +389,34 @@ fn kill_9_never_loses_an_acknowledged_write() {
     assert!(acked.len() as u64 >= 6 * 50);
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn idle_ranges_hibernate_and_wake_on_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let config = EngineConfig::builder(dir.path())
+            .tick(Duration::from_millis(5))
+            .build()
+            .unwrap();
+        let engine = Engine::open(config).unwrap();
+        for i in 1..100 {
+            engine.split(format!("h{i:03}")).await.unwrap();
+        }
+        let ranges = engine.ranges().await.unwrap().len() as u64;
+        assert_eq!(ranges, 100);
+        // Wait (bounded) until the tick loop reports every range asleep.
+        let mut asleep = 0;
+        for _ in 0..2_000 {
+            asleep = engine.stats().await.unwrap().ranges_hibernating;
+            if asleep == ranges {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(asleep, ranges, "idle ranges did not all hibernate");
+        // A write wakes its range, commits, and the range sleeps again.
+        engine.put("h050x", "awake").await.unwrap();
+        assert_eq!(engine.get("h050x").await.unwrap(), Some(b("awake")));
+        engine.close().await.unwrap();
+    });
+}
