@@ -18,7 +18,7 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 
 /// Nodes `1..=n` of one cluster in this process.
 pub struct Cluster {
-    nodes: Vec<Option<Engine>>,
+    nodes: Vec<Option<std::sync::Arc<Engine>>>,
     addrs: Vec<Option<SocketAddr>>,
     base: PathBuf,
     tick: Duration,
@@ -54,7 +54,7 @@ impl Cluster {
         for id in 1..=n {
             let engine = Engine::open(cluster.config(id, n))?;
             cluster.addrs.push(engine.local_addr());
-            cluster.nodes.push(Some(engine));
+            cluster.nodes.push(Some(std::sync::Arc::new(engine)));
         }
         cluster.connect_all()?;
         Ok(cluster)
@@ -96,7 +96,12 @@ impl Cluster {
 
     /// Node `id`, if running.
     pub fn node(&self, id: u64) -> Option<&Engine> {
-        self.nodes.get((id - 1) as usize).and_then(|n| n.as_ref())
+        self.nodes.get((id - 1) as usize).and_then(|n| n.as_deref())
+    }
+
+    /// A shared handle to node `id` (for tasks that outlive a borrow).
+    pub fn node_handle(&self, id: u64) -> Option<std::sync::Arc<Engine>> {
+        self.nodes.get((id - 1) as usize).and_then(|n| n.clone())
     }
 
     /// Stop node `id` (closing it cleanly).
@@ -112,7 +117,7 @@ impl Cluster {
         let n = self.nodes.len() as u64;
         let engine = Engine::open(self.config(id, n))?;
         self.addrs[(id - 1) as usize] = engine.local_addr();
-        self.nodes[(id - 1) as usize] = Some(engine);
+        self.nodes[(id - 1) as usize] = Some(std::sync::Arc::new(engine));
         self.connect_all()
     }
 
