@@ -17,7 +17,10 @@ use flotilla_storage::wal::{Wal, WalConfig, WriteBatch};
 use hdrhistogram::Histogram;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Outcome {
@@ -141,21 +144,37 @@ fn row(label: &str, ranges: u64, writers: u64, o: &Outcome, fsyncs: u64, wal_ops
 /// CPU seconds (user + system) this process used so far.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 4096
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
 }
 
 fn main() {
     let secs = env_u64("BENCH_SECONDS", 3) as f64;
     let quick = std::env::var("BENCH_QUICK").is_ok();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let ranges_set: &[u64] = if quick { &[64] } else { &[1, 64, 1024] };
     let writers_set: &[u64] = if quick { &[256] } else { &[1, 64, 256] };
 
@@ -163,38 +182,72 @@ fn main() {
     println!("peer: the shared WAL alone (group commit, one 256-byte entry per synced batch per writer), same disk, same run");
     println!(
         "{:<10} {:>6} {:>7} {:>10} {:>8} {:>8} {:>9} {:>10} {:>6} {:>6}",
-        "target", "ranges", "writers", "ops/s", "p50 ms", "p99 ms", "ops/fsync", "wal ops/s", "ratio", "errors"
+        "target",
+        "ranges",
+        "writers",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "ops/fsync",
+        "wal ops/s",
+        "ratio",
+        "errors"
     );
     let mut wal_cache = std::collections::HashMap::new();
     for &ranges in ranges_set {
         // Single embedded node.
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = Arc::new(Engine::open(EngineConfig::new(dir.path())).expect("open"));
-        runtime.block_on(presplit(&engine, ranges)).expect("presplit");
+        runtime
+            .block_on(presplit(&engine, ranges))
+            .expect("presplit");
         for &writers in writers_set {
-            let wal_ops = *wal_cache.entry(writers).or_insert_with(|| wal_limit(writers, secs.min(3.0)));
+            let wal_ops = *wal_cache
+                .entry(writers)
+                .or_insert_with(|| wal_limit(writers, secs.min(3.0)));
             let before = runtime.block_on(engine.stats()).expect("stats");
             let o = runtime.block_on(drive(engine.clone(), writers, secs));
             let after = runtime.block_on(engine.stats()).expect("stats");
-            row("1 node", ranges, writers, &o, after.wal_fsyncs - before.wal_fsyncs, wal_ops);
+            row(
+                "1 node",
+                ranges,
+                writers,
+                &o,
+                after.wal_fsyncs - before.wal_fsyncs,
+                wal_ops,
+            );
         }
         runtime.block_on(engine.close()).expect("close");
         drop(engine);
 
         // Three nodes in this process over loopback TCP.
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cluster = Cluster::start(3, dir.path(), Duration::from_millis(50)).expect("cluster");
-        runtime.block_on(cluster.put("warmup", "x")).expect("warmup");
-        let leader = runtime.block_on(cluster.leader_of(b"warmup")).expect("leader");
+        let mut cluster =
+            Cluster::start(3, dir.path(), Duration::from_millis(50)).expect("cluster");
+        runtime
+            .block_on(cluster.put("warmup", "x"))
+            .expect("warmup");
+        let leader = runtime
+            .block_on(cluster.leader_of(b"warmup"))
+            .expect("leader");
         let engine = cluster.node(leader).expect("leader node");
-        runtime.block_on(presplit(engine, ranges)).expect("presplit");
+        runtime
+            .block_on(presplit(engine, ranges))
+            .expect("presplit");
         for &writers in writers_set {
             let wal_ops = wal_cache[&writers];
             let shared = cluster.node_handle(leader).expect("leader node");
             let before = runtime.block_on(shared.stats()).expect("stats");
             let o = runtime.block_on(drive(shared.clone(), writers, secs));
             let after = runtime.block_on(shared.stats()).expect("stats");
-            row("3 nodes", ranges, writers, &o, after.wal_fsyncs - before.wal_fsyncs, wal_ops);
+            row(
+                "3 nodes",
+                ranges,
+                writers,
+                &o,
+                after.wal_fsyncs - before.wal_fsyncs,
+                wal_ops,
+            );
         }
         runtime.block_on(cluster.close()).expect("close");
     }
@@ -206,13 +259,24 @@ fn main() {
     let engine = Engine::open(EngineConfig::new(dir.path())).expect("open");
     let rss_before = rss_bytes();
     let t = Instant::now();
-    runtime.block_on(presplit(&engine, idle_ranges)).expect("presplit");
+    runtime
+        .block_on(presplit(&engine, idle_ranges))
+        .expect("presplit");
     let split_secs = t.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while runtime.block_on(engine.stats()).expect("stats").ranges_hibernating < idle_ranges && Instant::now() < deadline {
+    while runtime
+        .block_on(engine.stats())
+        .expect("stats")
+        .ranges_hibernating
+        < idle_ranges
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let hibernating = runtime.block_on(engine.stats()).expect("stats").ranges_hibernating;
+    let hibernating = runtime
+        .block_on(engine.stats())
+        .expect("stats")
+        .ranges_hibernating;
     let rss_after = rss_bytes();
     let cpu_before = cpu_seconds();
     std::thread::sleep(Duration::from_secs(idle_secs));
@@ -225,4 +289,3 @@ fn main() {
     );
     runtime.block_on(engine.close()).expect("close");
 }
-
