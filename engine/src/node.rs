@@ -198,7 +198,7 @@ impl Node {
                 .ok_or_else(|| Error::Storage(format!("range {range_id} has no descriptor")))?;
             let meta = RangeMeta::decode(&raw)
                 .map_err(|e| Error::Storage(format!("range {range_id}: {e}")))?;
-            node.start_peer(meta, false)?;
+            node.start_peer(meta, false, false)?;
         }
         tracing::info!(
             node_id = node.config.node_id,
@@ -283,7 +283,7 @@ impl Node {
         Ok(())
     }
 
-    fn start_peer(&mut self, meta: RangeMeta, campaign: bool) -> Result<(), Error> {
+    fn start_peer(&mut self, meta: RangeMeta, campaign: bool, fresh: bool) -> Result<(), Error> {
         let range_id = meta.desc.id;
         let replica_id: ReplicaId = meta
             .desc
@@ -302,6 +302,9 @@ impl Node {
             id: replica_id,
             applied: applied.0,
             seed: range_id ^ replica_id.rotate_left(17),
+            // A range made by a split right now is a new group: no replica
+            // of it ever acknowledged a lease, so none needs to sit one out.
+            lease_on_start: !fresh,
             ..self.config.raft.clone()
         };
         let mut group = RaftGroup::new(raft, self.wal.group(range_id))?;
@@ -1259,7 +1262,7 @@ impl Node {
                 if let Err(e) = self.router.map_mut().apply_split(left, right_desc) {
                     tracing::error!(error = %e, "range map refused a split that applied");
                 }
-                self.start_peer(right, parent_leader)?;
+                self.start_peer(right, parent_leader, true)?;
                 self.stats.splits += 1;
             }
             Effect::Frozen { source, target } => {

@@ -141,3 +141,69 @@ fn a_follower_behind_compaction_catches_up_by_snapshot() {
         cluster.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_thousand_ranges_on_three_nodes_all_accept_writes() {
+    let ranges: u64 = std::env::var("CLUSTER_RANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let mut cluster = Cluster::start(3, dir.path(), TICK).unwrap();
+        cluster.put("r0000", "warm").await.unwrap();
+        let leader = cluster.leader_of(b"r0000").await.expect("a leader");
+        let mut engine = cluster.node_handle(leader).unwrap();
+        for i in 1..ranges {
+            let key = format!("r{i:04}");
+            // The new range from the previous split elects a leader once a
+            // majority applied the split: retry while it has none.
+            let mut attempts = 0;
+            loop {
+                match engine.split(key.clone()).await {
+                    Ok(_) => break,
+                    Err(Error::NotLeader {
+                        leader: Some(hint), ..
+                    }) if attempts < 1_000 => {
+                        attempts += 1;
+                        if let Some(other) = cluster.node_handle(hint.node_id) {
+                            engine = other;
+                        }
+                    }
+                    Err(e) if e.is_retryable() && attempts < 1_000 => {
+                        attempts += 1;
+                        tokio::time::sleep(TICK).await;
+                    }
+                    Err(e) => panic!("split at {key}: {e}"),
+                }
+            }
+        }
+        for id in 1..=3 {
+            let all = eventually(Duration::from_secs(30), || async {
+                cluster
+                    .node(id)
+                    .unwrap()
+                    .ranges()
+                    .await
+                    .map(|r| r.len() as u64)
+                    .unwrap_or(0)
+                    == ranges
+            })
+            .await;
+            assert!(all, "node {id} does not hold all {ranges} ranges");
+        }
+        for i in 0..ranges {
+            cluster
+                .put(format!("r{i:04}"), format!("{i}"))
+                .await
+                .unwrap();
+        }
+        for i in (0..ranges).step_by(97) {
+            assert_eq!(
+                cluster.get(format!("r{i:04}")).await.unwrap(),
+                Some(Bytes::from(format!("{i}")))
+            );
+        }
+        cluster.close().await.unwrap();
+    });
+}

@@ -43,6 +43,12 @@ pub struct Config {
     pub uncommitted_bytes_max: u64,
     /// Index already applied to the state machine (on restart).
     pub applied: Index,
+    /// Refuse votes for `ticks_election_min` ticks after start, as if a
+    /// leader had just been heard: a replica that restarts may have
+    /// acknowledged a leader's lease before it crashed. Turn it off only for
+    /// a group that is new (e.g. the right half of a split), which never
+    /// acknowledged any lease.
+    pub lease_on_start: bool,
     /// Seed of the randomized election timeout. Fixed seeds make
     /// simulations replayable; the engine derives one per replica.
     pub seed: u64,
@@ -65,6 +71,7 @@ impl Default for Config {
             committed_bytes_per_ready_max: 16 << 20,
             uncommitted_bytes_max: 64 << 20,
             applied: 0,
+            lease_on_start: true,
             seed: 0,
         }
     }

@@ -277,7 +277,8 @@ impl<S: LogStore> RaftGroup<S> {
                 let in_lease = self.config.check_quorum
                     && ((self.leader != NO_REPLICA
                         && self.ticks_election_elapsed < self.config.ticks_election_min)
-                        || self.tick_now < u64::from(self.config.ticks_election_min));
+                        || (self.config.lease_on_start
+                            && self.tick_now < u64::from(self.config.ticks_election_min)));
                 if in_lease && !transfer {
                     return false;
                 }
