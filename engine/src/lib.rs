@@ -42,3 +42,8 @@ pub use engine::Engine;
 pub use error::Error;
 pub use node::{Consistency, RangeInfo};
 pub use stats::NodeStats;
+
+/// The README's examples, compiled and run as doc-tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
