@@ -140,6 +140,7 @@ pub(crate) struct Node {
     network: Option<Network>,
     /// For tasks that report back to the raft loop.
     mailbox: Sender<Msg>,
+    ticks: u64,
     /// Applied index per local range, read by the snapshot receiver.
     applied_shared: Arc<RwLock<HashMap<RangeId, u64>>>,
 }
@@ -185,6 +186,7 @@ impl Node {
             started: Instant::now(),
             network,
             mailbox,
+            ticks: 0,
             applied_shared,
         };
         // The id counter starts at 1: taking id 1 marks the first open.
@@ -610,6 +612,16 @@ impl Node {
             }
         }
         self.stats.ranges_hibernating = hibernating;
+        // The time half of the compaction policy, checked about once a
+        // minute of ticks for every range (busy ranges are also checked
+        // after each cycle that applied something).
+        self.ticks += 1;
+        if self.ticks % 600 == 0 {
+            let all: Vec<RangeId> = self.peers.keys().copied().collect();
+            if let Err(e) = self.maybe_compact(&all) {
+                tracing::error!(error = %e, "log compaction failed");
+            }
+        }
         metrics::gauge!("flotilla_ranges_hibernating").set(hibernating as f64);
     }
 
@@ -1183,6 +1195,7 @@ impl Node {
                 peer.resolve(index, term, outcome);
             }
         }
+        let active: Vec<RangeId> = readies.iter().map(|(id, _)| *id).collect();
         for (range_id, mut ready) in readies {
             let Some(peer) = self.peers.get_mut(&range_id) else {
                 continue;
@@ -1222,7 +1235,7 @@ impl Node {
         for effect in effects {
             self.after_apply(effect)?;
         }
-        self.maybe_compact()?;
+        self.maybe_compact(&active)?;
         if let Some(network) = &self.network {
             network.transport.flush();
         }
@@ -1308,23 +1321,55 @@ impl Node {
     /// entries or every `log_compact_interval`, whichever comes first. The
     /// truncated state is synced in the state store first, which also makes
     /// every earlier apply durable: no entry is dropped before its effect is.
-    fn maybe_compact(&mut self) -> Result<(), Error> {
+    fn maybe_compact(&mut self, ranges: &[RangeId]) -> Result<(), Error> {
         let mut batch = WriteBatch::new();
         let now = Instant::now();
-        for (&range_id, peer) in self.peers.iter_mut() {
+        let threshold = self.config.log_compact_entries;
+        for range_id in ranges {
+            let Some(peer) = self.peers.get_mut(range_id) else {
+                continue;
+            };
+            let range_id = *range_id;
             let first = peer.group.first_index();
-            let (applied, term) = peer.applied;
+            let (applied, applied_term) = peer.applied;
             if applied < first {
                 continue;
             }
-            let due = applied + 1 - first >= self.config.log_compact_entries
-                || (now.duration_since(peer.compacted_at) >= self.config.log_compact_interval
-                    && applied >= first);
+            let due = applied + 1 - first >= threshold
+                || now.duration_since(peer.compacted_at) >= self.config.log_compact_interval;
             if !due {
                 continue;
             }
-            self.store.set_truncated_state(range_id, applied, term)?;
-            batch.compact(range_id, applied, term);
+            // A leader keeps what its active followers still need, so a
+            // follower a little behind catches up by log rather than by a
+            // snapshot, but the log never grows past about 4x the threshold.
+            let mut index = applied;
+            if peer.group.is_leader() {
+                let needed = peer
+                    .group
+                    .status()
+                    .progress
+                    .iter()
+                    .filter(|p| p.id != peer.replica_id && p.recent_active)
+                    .map(|p| p.matched)
+                    .min();
+                if let Some(needed) = needed {
+                    index = index.min(needed.max(applied.saturating_sub(3 * threshold)));
+                }
+            }
+            if index < first {
+                continue;
+            }
+            let term = if index == applied {
+                applied_term
+            } else {
+                match peer.group.log_term(index) {
+                    Ok(term) => term,
+                    Err(_) => continue,
+                }
+            };
+            self.store.set_truncated_state(range_id, index, term)?;
+            batch.compact(range_id, index, term);
             peer.compacted_at = now;
             self.stats.compactions += 1;
         }
