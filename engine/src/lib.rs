@@ -32,6 +32,7 @@ mod meta;
 mod network;
 mod node;
 mod peer;
+pub mod server;
 mod snapshot;
 mod stats;
 

@@ -1,39 +1,129 @@
-//! The `flotilla` command-line tool. `flotilla demo` (what `make run`
-//! runs): an embedded single node that writes, reads, scans, splits and
-//! merges, printing what it did and how long it took.
+//! The `flotilla` command-line tool.
+//!
+//! - `flotilla demo` (what `make run` runs): an embedded single node that
+//!   writes, reads, scans, splits and merges, printing what it did and how
+//!   long it took.
+//! - `flotilla server`: a node behind the Redis-protocol front end.
+//! - `flotilla admin ...`: admin commands against a running server.
 
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use flotilla::server::admin::{self, AdminClient};
+use flotilla::server::{FollowerRequests, ServerConfig};
 use flotilla::{Engine, EngineConfig, Error};
 
-fn usage() -> ! {
-    eprintln!("usage: flotilla demo [--data-dir DIR] [--keys N]");
-    std::process::exit(2)
+/// Flotilla: a multi-Raft partitioned key-value storage engine.
+#[derive(Parser)]
+#[command(name = "flotilla", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an embedded single node that writes, reads, scans, splits and
+    /// merges, and print what it did and how long it took.
+    Demo {
+        /// Data directory (default: a fresh directory under the system
+        /// temp dir, removed at the end).
+        #[arg(long)]
+        data_dir: Option<String>,
+        /// How many keys to write.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+    },
+    /// Start a node serving the Redis protocol (RESP2). With no config
+    /// file, `--data-dir DIR --listen ADDR` starts a single-node cluster
+    /// with the default settings. Flags override the file.
+    Server(ServerArgs),
+    /// Admin commands against a running server.
+    Admin(AdminArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// TOML config file (see flotilla.example.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (WAL and state store).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// RESP listen address (default 127.0.0.1:6379; port 0 picks one).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Prometheus endpoint address (GET /metrics).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// This node's id.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// The cluster's id (a data directory of another cluster is refused).
+    #[arg(long)]
+    cluster_id: Option<u64>,
+    /// Password clients must AUTH with.
+    #[arg(long, env = "FLOTILLA_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Answer requests for ranges led elsewhere with -MOVED instead of
+    /// forwarding them to the leader.
+    #[arg(long)]
+    redirect: bool,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: tracing::Level,
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The server's RESP address.
+    #[arg(long, short, default_value = "127.0.0.1:6379")]
+    addr: String,
+    /// Password, when the server requires one.
+    #[arg(long, env = "FLOTILLA_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for the server.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List the ranges the node holds (id, keys, epoch, its role, term).
+    Ranges,
+    /// Split the range holding KEY at KEY; prints the new range's id.
+    Split { key: String },
+    /// Merge range RIGHT into its left neighbour LEFT.
+    Merge { left: u64, right: u64 },
+    /// Move a range's leadership to a node (not supported by the engine yet).
+    TransferLeader { range: u64, node: u64 },
+    /// Add a replica of a range on a node (not supported by the engine yet).
+    AddReplica { range: u64, node: u64 },
+    /// Remove a range's replica from a node (not supported by the engine yet).
+    RemoveReplica { range: u64, node: u64 },
+    /// The node's id, addresses and counters.
+    Status,
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(command) = args.first() else { usage() };
-    if command != "demo" {
-        usage();
-    }
-    let mut data_dir = None;
-    let mut keys = 10_000u64;
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--data-dir" => data_dir = rest.next().cloned(),
-            "--keys" => {
-                keys = rest
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            _ => usage(),
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Demo { data_dir, keys } => run_demo(data_dir, keys),
+        Command::Server(args) => run_server(args),
+        Command::Admin(args) => run_admin(args),
+    };
+    std::process::exit(code);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -42,11 +132,170 @@ fn main() {
             eprintln!("cannot start the async runtime: {e}");
             std::process::exit(1);
         }
-    };
-    if let Err(e) = runtime.block_on(demo(data_dir, keys)) {
-        eprintln!("demo failed: {e}");
-        std::process::exit(1);
     }
+}
+
+fn run_demo(data_dir: Option<String>, keys: u64) -> i32 {
+    if let Err(e) = runtime().block_on(demo(data_dir, keys)) {
+        eprintln!("demo failed: {e}");
+        return 1;
+    }
+    0
+}
+
+fn run_server(args: ServerArgs) -> i32 {
+    tracing_subscriber::fmt()
+        .with_max_level(args.log_level)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(path) => match ServerConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("flotilla server: {e}");
+                return 2;
+            }
+        },
+        None => ServerConfig::default(),
+    };
+    if let Some(d) = args.data_dir {
+        config.data_dir = Some(d);
+    }
+    if let Some(l) = args.listen {
+        config.server.listen = Some(l);
+    }
+    if let Some(m) = args.metrics_listen {
+        config.server.metrics_listen = Some(m);
+    }
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    if let Some(id) = args.cluster_id {
+        config.cluster_id = id;
+    }
+    if let Some(p) = args.password {
+        config.server.password = Some(p);
+    }
+    if args.redirect {
+        config.server.follower_requests = FollowerRequests::Redirect;
+    }
+    let result = runtime().block_on(flotilla::server::run(config, shutdown_signal(), |bound| {
+        // One line on stdout once every listener is bound: scripts and
+        // tests wait for it (and read the ports when 0 was asked for).
+        println!(
+            "flotilla server ready: resp={} raft={} metrics={}",
+            bound.client,
+            bound.raft.map_or("-".to_string(), |a| a.to_string()),
+            bound.metrics.map_or("-".to_string(), |a| a.to_string()),
+        );
+    }));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("flotilla server: {e}");
+            1
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn run_admin(args: AdminArgs) -> i32 {
+    let timeout = Duration::from_secs(args.timeout_secs.max(1));
+    let mut client = match AdminClient::connect(&args.addr, args.password.as_deref(), timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flotilla admin: {e}");
+            return 1;
+        }
+    };
+    let (command, shape): (Vec<String>, Shape) = match &args.command {
+        AdminCommand::Ranges => (vec!["FLOTILLA.RANGES".into()], Shape::Ranges),
+        AdminCommand::Split { key } => (
+            vec!["FLOTILLA.SPLIT".into(), key.clone()],
+            Shape::Value("new_range_id"),
+        ),
+        AdminCommand::Merge { left, right } => (
+            vec!["FLOTILLA.MERGE".into(), left.to_string(), right.to_string()],
+            Shape::Value("result"),
+        ),
+        AdminCommand::TransferLeader { range, node } => (
+            vec![
+                "FLOTILLA.TRANSFERLEADER".into(),
+                range.to_string(),
+                node.to_string(),
+            ],
+            Shape::Value("result"),
+        ),
+        AdminCommand::AddReplica { range, node } => (
+            vec![
+                "FLOTILLA.ADDREPLICA".into(),
+                range.to_string(),
+                node.to_string(),
+            ],
+            Shape::Value("result"),
+        ),
+        AdminCommand::RemoveReplica { range, node } => (
+            vec![
+                "FLOTILLA.REMOVEREPLICA".into(),
+                range.to_string(),
+                node.to_string(),
+            ],
+            Shape::Value("result"),
+        ),
+        AdminCommand::Status => (vec!["FLOTILLA.STATUS".into()], Shape::Map),
+    };
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let reply = match client.call_ok(&command) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flotilla admin: {e}");
+            return 1;
+        }
+    };
+    let value = match shape {
+        Shape::Ranges => admin::ranges_json(&reply),
+        Shape::Map => admin::to_json(&reply, true),
+        Shape::Value(name) => serde_json::json!({ name: admin::to_json(&reply, false) }),
+    };
+    if args.json {
+        println!("{value}");
+    } else {
+        match shape {
+            Shape::Ranges => print!("{}", admin::ranges_table(&value)),
+            _ => print!("{}", admin::map_table(&value)),
+        }
+    }
+    0
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Ranges,
+    Map,
+    Value(&'static str),
 }
 
 async fn demo(data_dir: Option<String>, keys: u64) -> Result<(), Error> {
