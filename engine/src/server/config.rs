@@ -365,6 +365,32 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid_and_holds_the_defaults() {
+        let text = include_str!("../../../flotilla.example.toml");
+        let server = ServerConfig::from_toml(text).unwrap();
+        let c = server.engine_config().unwrap();
+        let d = EngineConfig::new("/var/lib/flotilla");
+        assert_eq!(c.tick, d.tick);
+        assert_eq!(c.raft.ticks_election_max, d.raft.ticks_election_max);
+        assert_eq!(c.value_bytes_max, d.value_bytes_max);
+        assert_eq!(c.log_compact_interval, d.log_compact_interval);
+        let s = ServerSettings::default();
+        assert_eq!(server.server.request_bytes_max, s.request_bytes_max);
+        assert_eq!(server.server.forward_timeout_ms, s.forward_timeout_ms);
+        // The commented [[nodes]] example parses too.
+        let nodes: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[nodes]]"))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ").trim_start_matches('#')))
+            .collect();
+        let three = ServerConfig::from_toml(&format!("data_dir = \"/x\"\n{nodes}")).unwrap();
+        assert_eq!(
+            three.engine_config().unwrap().initial_members,
+            vec![1, 2, 3]
+        );
+    }
+
+    #[test]
     fn nodes_become_listen_peers_and_members() {
         let text = "node_id = 2\ndata_dir = \"/x\"\n\
             [[nodes]]\nid = 1\nraft = \"127.0.0.1:7001\"\nclient = \"127.0.0.1:6001\"\n\
