@@ -260,8 +260,19 @@ async fn route(server: &Arc<Server>, session: &Session, args: Vec<Bytes>) -> Fra
                         true
                     }
                     Ok(frame) => return frame,
+                    // A write that may have reached the leader is not
+                    // resent: its outcome is unknown, like a timeout.
+                    Err(e) if e.sent && !is_read(&args) => {
+                        tracing::warn!(node_id = node, error = %e.message, "forwarded write lost its reply");
+                        metrics::counter!("flotilla_server_errors_total", "kind" => "timeout")
+                            .increment(1);
+                        return Frame::Error(format!(
+                            "TIMEOUT forwarded to node {node}, no reply (outcome unknown): {}",
+                            e.message
+                        ));
+                    }
                     Err(e) => {
-                        tracing::warn!(node_id = node, error = %e, "forwarding failed");
+                        tracing::warn!(node_id = node, error = %e.message, "forwarding failed");
                         true
                     }
                 }
@@ -761,16 +772,37 @@ impl Upstream {
     }
 }
 
+/// Commands that only read: safe to resend when a forwarded copy lost its
+/// reply.
+fn is_read(args: &[Bytes]) -> bool {
+    ["get", "exists", "flotilla.scan"]
+        .iter()
+        .any(|name| args[0].eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Why forwarding failed, and whether the command may have been sent.
+struct ForwardError {
+    sent: bool,
+    message: String,
+}
+
 /// Proxy `args` to node `node`'s RESP server and return its reply.
 async fn forward(
     server: &Server,
     node: u64,
     args: &[Bytes],
     deadline: Instant,
-) -> Result<Frame, String> {
-    let Some(addr) = server.config.node(node).map(|n| n.client) else {
-        return Err(format!("node {node} has no client address in [[nodes]]"));
+) -> Result<Frame, ForwardError> {
+    let not_sent = |message: String| ForwardError {
+        sent: false,
+        message,
     };
+    let Some(addr) = server.config.node(node).map(|n| n.client) else {
+        return Err(not_sent(format!(
+            "node {node} has no client address in [[nodes]]"
+        )));
+    };
+    let sent = std::sync::atomic::AtomicBool::new(false);
     let remaining = deadline.saturating_duration_since(Instant::now());
     let pooled = server
         .upstreams
@@ -801,6 +833,7 @@ async fn forward(
                 u
             }
         };
+        sent.store(true, std::sync::atomic::Ordering::Relaxed);
         let reply = upstream.call(args, &server.limits).await?;
         Ok::<_, String>((upstream, reply))
     };
@@ -813,7 +846,12 @@ async fn forward(
             }
             Ok(reply)
         }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(format!("no reply from node {node} at {addr} in time")),
+        result => Err(ForwardError {
+            sent: sent.load(std::sync::atomic::Ordering::Relaxed),
+            message: match result {
+                Ok(Err(e)) => e,
+                _ => format!("no reply from node {node} at {addr} in time"),
+            },
+        }),
     }
 }
