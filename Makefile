@@ -8,7 +8,7 @@ CARGO ?= cargo
 # Simulation seeds per test binary run by `make test` (see README).
 export SIM_SEEDS ?=
 
-.PHONY: deps run test lint fmt bench clean
+.PHONY: deps run test lint fmt bench bench-wal clean
 
 # Installs what the build and tests need when it is missing: clang and
 # libclang (bindgen and the C++ build of RocksDB), redis-tools (the RESP
@@ -43,6 +43,12 @@ fmt:
 
 bench: deps
 	$(CARGO) bench -p flotilla-bench
+	$(MAKE) bench-wal
+
+# The WAL against raft-engine, in its own workspace (no RocksDB rebuild).
+bench-wal:
+	cd benches/wal-vs-raft-engine && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/wal-vs-raft-engine \
+		$(CARGO) run --release --bin wal_bench
 
 clean:
 	$(CARGO) clean

@@ -70,8 +70,11 @@ impl GroupState {
             .map_or(self.truncated_index, |run| run.end() - 1)
     }
 
+    /// Live entries (runs are contiguous, so this is O(1)).
     pub fn entry_count(&self) -> u64 {
-        self.runs.iter().map(|run| u64::from(run.count)).sum()
+        self.runs
+            .front()
+            .map_or(0, |front| self.last_index() + 1 - front.first_index)
     }
 
     /// Segment holding the oldest live entry.
@@ -298,6 +301,8 @@ impl GroupState {
     }
 }
 
+const CACHE_FIFO_LEN_MAX: usize = 1 << 20;
+
 /// The index of every group plus the global cache budget.
 #[derive(Debug, Default)]
 pub(crate) struct MemState {
@@ -466,11 +471,16 @@ impl MemState {
                 self.freed(freed);
             }
         }
-        // Entries of the fifo for groups whose cache is already gone would
-        // otherwise accumulate: bound the fifo by the number of cached
-        // writes it can possibly describe.
-        if self.cache_fifo.len() > 4 * self.groups.len() + 1024 && self.cache_bytes_total == 0 {
-            self.cache_fifo.clear();
+        // When compaction (not the budget) empties caches, fifo records
+        // would accumulate forever: bound the fifo too, evicting the oldest
+        // cached writes (16 bytes per record, at most ~16 MiB).
+        while self.cache_fifo.len() > CACHE_FIFO_LEN_MAX {
+            if let Some((group, through)) = self.cache_fifo.pop_front() {
+                if let Some(state) = self.groups.get_mut(&group) {
+                    let freed = state.evict_cache_through(through);
+                    self.freed(freed);
+                }
+            }
         }
     }
 
