@@ -1,0 +1,166 @@
+//! Reads: linearizable (ReadIndex, or the lease when configured) and stale
+//! point reads and multi-range scans, served once the local replica has
+//! applied what the read must see.
+
+use super::*;
+
+impl Node {
+    pub(super) fn start_get(
+        &mut self,
+        key: Bytes,
+        consistency: Consistency,
+        reply: oneshot::Sender<Result<Option<Bytes>, Error>>,
+    ) {
+        let range_id = match self.peer_for_key(&key) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let waiter = ReadWaiter::Get { key, reply };
+        self.start_read(range_id, consistency, waiter);
+    }
+
+    pub(super) fn start_scan(
+        &mut self,
+        start: Bytes,
+        end: Bytes,
+        limit: usize,
+        consistency: Consistency,
+        reply: oneshot::Sender<Result<Vec<(Bytes, Bytes)>, Error>>,
+    ) {
+        if !end.is_empty() && start >= end {
+            let _ = reply.send(Ok(Vec::new()));
+            return;
+        }
+        let ranges: Vec<RangeId> = self
+            .router
+            .map()
+            .overlapping(&start, &end)
+            .map(|r| r.id)
+            .collect();
+        if let Some(missing) = ranges.iter().find(|id| !self.peers.contains_key(id)) {
+            let _ = reply.send(Err(Error::RangeNotFound(format!(
+                "range {missing} has no replica here"
+            ))));
+            return;
+        }
+        let job = self.next_context;
+        self.next_context += 1;
+        self.scans.insert(
+            job,
+            ScanJob {
+                start,
+                end,
+                limit,
+                waiting: ranges.len(),
+                reply,
+            },
+        );
+        for range_id in ranges {
+            self.start_read(range_id, consistency, ReadWaiter::Scan { job });
+        }
+        self.finish_scan_if_ready(job);
+    }
+
+    /// Route a read: stale reads and lease reads are served when applied
+    /// allows; others wait for a ReadIndex answer.
+    pub(super) fn start_read(
+        &mut self,
+        range_id: RangeId,
+        consistency: Consistency,
+        waiter: ReadWaiter,
+    ) {
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            self.read_failed(waiter, Error::RangeNotFound(range_id.to_string()));
+            return;
+        };
+        if consistency == Consistency::Stale {
+            self.serve_read(waiter);
+            return;
+        }
+        if !peer.group.is_leader() {
+            let error = peer.not_leader();
+            self.read_failed(waiter, error);
+            return;
+        }
+        if self.config.read_mode == ReadMode::Lease {
+            if let Some(index) = peer.group.lease_read_index() {
+                peer.reads_confirmed.push((index, waiter));
+                self.serve_confirmed_reads(range_id);
+                return;
+            }
+        }
+        let context = self.next_context;
+        self.next_context += 1;
+        match peer
+            .group
+            .read_index(Bytes::copy_from_slice(&context.to_le_bytes()))
+        {
+            Ok(()) => {
+                peer.reads_unconfirmed.insert(context, waiter);
+            }
+            Err(e) => self.read_failed(waiter, e.into()),
+        }
+    }
+
+    pub(super) fn read_failed(&mut self, waiter: ReadWaiter, error: Error) {
+        match waiter {
+            ReadWaiter::Get { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            ReadWaiter::Scan { job } => {
+                if let Some(job) = self.scans.remove(&job) {
+                    let _ = job.reply.send(Err(error));
+                }
+            }
+        }
+    }
+
+    pub(super) fn serve_read(&mut self, waiter: ReadWaiter) {
+        match waiter {
+            ReadWaiter::Get { key, reply } => {
+                self.stats.reads += 1;
+                let _ = reply.send(self.store.get(&key).map_err(Error::from));
+            }
+            ReadWaiter::Scan { job } => {
+                if let Some(scan) = self.scans.get_mut(&job) {
+                    scan.waiting = scan.waiting.saturating_sub(1);
+                }
+                self.finish_scan_if_ready(job);
+            }
+        }
+    }
+
+    pub(super) fn finish_scan_if_ready(&mut self, job: u64) {
+        if self.scans.get(&job).is_some_and(|s| s.waiting == 0) {
+            if let Some(scan) = self.scans.remove(&job) {
+                self.stats.scans += 1;
+                let result = self
+                    .store
+                    .scan(&scan.start, &scan.end, scan.limit)
+                    .map_err(Error::from);
+                let _ = scan.reply.send(result);
+            }
+        }
+    }
+
+    pub(super) fn serve_confirmed_reads(&mut self, range_id: RangeId) {
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            return;
+        };
+        let applied = peer.applied.0;
+        if peer.reads_confirmed.iter().all(|(i, _)| *i > applied) {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = peer
+            .reads_confirmed
+            .drain(..)
+            .partition(|(i, _)| *i <= applied);
+        peer.reads_confirmed = waiting;
+        for (_, waiter) in ready {
+            self.serve_read(waiter);
+        }
+    }
+}
