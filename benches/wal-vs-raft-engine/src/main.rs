@@ -219,6 +219,11 @@ fn main() {
     let base = std::env::var("WAL_BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
     let group_counts = [1u64, 100, 10_000];
     let writer_counts = [1u64, 16, 256];
+    // WAL_BENCH_CELL=GROUPSxWRITERS runs one cell (for profiling).
+    let only: Option<(u64, u64)> = std::env::var("WAL_BENCH_CELL").ok().and_then(|v| {
+        let (g, w) = v.split_once('x')?;
+        Some((g.parse().ok()?, w.parse().ok()?))
+    });
     println!("# wal_bench: {ENTRY_BYTES}-byte entries, one entry per write, fsync per write, {secs} s per cell, dir {base}");
     println!(
         "{:>7} {:>7} | {:>12} {:>8} {:>8} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>7} | {:>12} {:>12}",
@@ -239,6 +244,9 @@ fn main() {
     let mut ratio_min = f64::INFINITY;
     for &groups in &group_counts {
         for &writers in &writer_counts {
+            if only.is_some_and(|cell| cell != (groups, writers)) {
+                continue;
+            }
             let wal_dir = tempfile::tempdir_in(&base).expect("tempdir");
             let wal = Wal::open(wal_dir.path(), WalConfig::default()).expect("open wal");
             let ours = run_cell(Arc::new(FlotillaWal(wal)), groups, writers, duration);
