@@ -53,6 +53,7 @@ fn draw(result: &RunResult, path: &Path) -> Result<(), Box<dyn std::error::Error
         .configure_mesh()
         .x_desc("seconds (after warm-up)")
         .y_desc("ops/s")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
     chart.draw_series(LineSeries::new(
         samples.iter().map(|s| (s.t_secs, s.ops_per_sec)),
@@ -98,6 +99,7 @@ fn draw(result: &RunResult, path: &Path) -> Result<(), Box<dyn std::error::Error
     let mut chart = ChartBuilder::on(&lower)
         .caption("latency by percentile", ("sans-serif", 16))
         .margin(12)
+        .margin_right(30)
         .x_label_area_size(35)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..5f64, (lat_min * 0.8..lat_max * 1.25).log_scale())?;

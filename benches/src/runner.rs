@@ -31,8 +31,9 @@ pub const COMMAND_OVERHEAD_BYTES: usize = 22;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum WalLimitMode {
-    /// For workloads that write, against embedded targets (the WAL runs on
-    /// this machine's data filesystem; a remote server's disk may differ).
+    /// For workloads where at least half the operations write (A, F,
+    /// write-only), against embedded targets (the WAL runs on this
+    /// machine's data filesystem; a remote server's disk may differ).
     Auto,
     /// Always (also for remote targets and read-only workloads).
     On,
@@ -413,7 +414,15 @@ pub async fn run(config: &RunConfig, progress: Progress) -> Result<RunResult, St
     let measure_wal = match config.wal_limit {
         WalLimitMode::On => true,
         WalLimitMode::Off => false,
-        WalLimitMode::Auto => embedded && config.workload.mix().writes(),
+        WalLimitMode::Auto => {
+            let mix = config.workload.mix();
+            let write_share: f64 = OpKind::ALL
+                .iter()
+                .filter(|k| k.writes())
+                .map(|k| mix.proportion(*k))
+                .sum();
+            embedded && write_share >= 0.5
+        }
     };
     let wal_limit = if measure_wal {
         progress.say(&format!(
@@ -583,9 +592,13 @@ async fn drive(
     let start = Instant::now();
     let mut last = (shared.measure_start, 0u64, 0u64);
     let mut last_print = start;
-    let mut ticker = tokio::time::interval(interval.min(Duration::from_millis(200)));
+    let mut next_sample = shared.measure_start + interval;
+    let redraw = Duration::from_millis(200);
     loop {
-        ticker.tick().await;
+        // Wake at the next sample boundary or redraw, whichever is first,
+        // so samples stay one interval apart however busy the runtime is.
+        let wake = next_sample.min(Instant::now() + redraw);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
         let now = Instant::now();
         if shared.finished.load(Ordering::Relaxed) == clients {
             break;
@@ -595,7 +608,8 @@ async fn drive(
             shared.errors.load(Ordering::Relaxed),
         );
         let measuring = now >= shared.measure_start;
-        if measuring && now.duration_since(last.0) >= interval {
+        if now >= next_sample {
+            next_sample += interval;
             let dt = now.duration_since(last.0).as_secs_f64();
             timeline.push(Sample {
                 t_secs: now.duration_since(shared.measure_start).as_secs_f64(),

@@ -579,38 +579,29 @@ impl ClusterRouter {
         if self.generation.load(Ordering::Acquire) != seen {
             return;
         }
-        // range id -> (start, end, leader with the highest term)
-        let mut table: HashMap<u64, (Bytes, Bytes, Option<(u64, u64)>)> = HashMap::new();
+        // Range id -> its route and the term of the leader found. A leader's
+        // descriptor wins over a follower's (which may predate a split).
+        let mut table: HashMap<u64, (Route, u64)> = HashMap::new();
         for node in &self.nodes {
             let Ok(ranges) = node.ranges().await else {
                 continue;
             };
             for info in ranges {
                 let d = &info.descriptor;
-                let entry = table
-                    .entry(d.id)
-                    .or_insert_with(|| (d.start.clone(), d.end.clone(), None));
-                if info.role == Role::Leader && entry.2.is_none_or(|(term, _)| info.term > term) {
-                    *entry = (
-                        d.start.clone(),
-                        d.end.clone(),
-                        Some((info.term, node.node_id())),
-                    );
+                let route = |leader| Route {
+                    start: d.start.clone(),
+                    end: d.end.clone(),
+                    leader,
+                };
+                let entry = table.entry(d.id).or_insert_with(|| (route(None), 0));
+                let newer = entry.0.leader.is_none() || info.term > entry.1;
+                if info.role == Role::Leader && newer {
+                    *entry = (route(Some(node.node_id())), info.term);
                 }
             }
         }
-        let mut routes: Vec<Route> = table
-            .into_values()
-            .map(|(start, end, leader)| Route {
-                start,
-                end,
-                leader: leader.map(|l| l.1),
-            })
-            .collect();
+        let mut routes: Vec<Route> = table.into_values().map(|(r, _)| r).collect();
         routes.sort_by(|a, b| a.start.cmp(&b.start));
-        // Overlaps (a node that has not applied a split yet) resolve to the
-        // later start: the newer, narrower range.
-        routes.dedup_by(|later, earlier| later.start == earlier.start && later.leader.is_none());
         match self.routes.write() {
             Ok(mut r) => *r = Arc::new(routes),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(routes),
