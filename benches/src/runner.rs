@@ -618,9 +618,14 @@ async fn drive(
             });
             last = (now, ops, errors);
         }
-        let rate = timeline.last().map(|s| s.ops_per_sec).unwrap_or(0.0);
-        let phase = if measuring { "" } else { "warm-up, " };
-        let msg = format!("{phase}{rate:.0} ops/s, {ops} ops, {errors} errors");
+        let msg = if measuring {
+            let rate = timeline.last().map(|s| s.ops_per_sec).unwrap_or(0.0);
+            format!("{rate:.0} ops/s, {ops} ops, {errors} errors")
+        } else {
+            let warm = shared.warm_ops.load(Ordering::Relaxed);
+            let rate = warm as f64 / now.duration_since(start).as_secs_f64().max(1e-3);
+            format!("warm-up: {rate:.0} ops/s, {warm} ops")
+        };
         match config.operations {
             Some(_) => bar.set_position(ops),
             None => bar.set_position((now.duration_since(start).as_secs_f64() * 10.0) as u64),
