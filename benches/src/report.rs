@@ -19,7 +19,7 @@ pub struct RunResult {
     pub format_version: u32,
     pub tool: String,
     /// `git rev-parse HEAD` where the tool ran (`-dirty` with local
-    /// changes), or `unknown`.
+    /// changes outside docs/bench/), or `unknown`.
     pub git_revision: String,
     pub machine: Machine,
     /// Seconds since the Unix epoch when the run started.
@@ -99,8 +99,17 @@ pub fn git_revision() -> String {
     };
     match run(&["rev-parse", "HEAD"]) {
         Some(rev) if !rev.is_empty() => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            // Benchmark results written by earlier runs of a suite do not
+            // make the code dirty.
+            let dirty = run(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":/",
+                ":(top,exclude)docs/bench",
+            ])
+            .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{rev}-dirty")
             } else {

@@ -243,14 +243,18 @@ impl Target {
         }
     }
 
-    /// Split at each key in order (keys that are already range starts are
+    /// Split at each key (keys that are already range starts are
     /// refused by the engine; that is counted, not fatal). Returns the
     /// number of refused splits and the first refusal.
     pub async fn presplit(&self, keys: &[Bytes]) -> Result<(u64, Option<String>), String> {
         let mut refused = 0;
         let mut first = None;
         let mut client = self.client(0);
-        for key in keys {
+        // Highest key first: each split then cuts the original range, whose
+        // leader stays, instead of the range the previous split just made
+        // (which must elect a leader first on a cluster). The new ranges
+        // elect their leaders in parallel afterwards.
+        for key in keys.iter().rev() {
             if let Err(e) = client.split(key.clone()).await {
                 if e.kind == "io"
                     || e.kind == "protocol"
