@@ -220,7 +220,6 @@ struct Shared {
     error_kinds: Mutex<BTreeMap<String, u64>>,
     first_errors: Mutex<Vec<String>>,
     shards: Vec<Mutex<Shard>>,
-    finished: AtomicUsize,
 }
 
 impl Shared {
@@ -502,7 +501,6 @@ async fn drive(
         error_kinds: Mutex::new(BTreeMap::new()),
         first_errors: Mutex::new(Vec::new()),
         shards: (0..16).map(|_| Mutex::new(Shard::default())).collect(),
-        finished: AtomicUsize::new(0),
     });
     let chooser = KeyChooser::new(config.distribution, config.records);
     let mix = config.workload.mix();
@@ -558,10 +556,16 @@ async fn drive(
                             }
                         }
                     }
-                    Err(e) => shared.error(plan.kind, &e),
+                    Err(e) => {
+                        shared.error(plan.kind, &e);
+                        // A broken connection or a stopped node fails
+                        // fast: do not spin on it.
+                        if matches!(e.kind.as_str(), "io" | "protocol" | "closed") {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
                 }
             }
-            shared.finished.fetch_add(1, Ordering::Relaxed);
         }));
     }
 
@@ -600,7 +604,8 @@ async fn drive(
         let wake = next_sample.min(Instant::now() + redraw);
         tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
         let now = Instant::now();
-        if shared.finished.load(Ordering::Relaxed) == clients {
+        // (A client task that panicked counts as finished too.)
+        if tasks.iter().all(|t| t.is_finished()) {
             break;
         }
         let (ops, errors) = (
