@@ -177,3 +177,82 @@ async fn resp_server_get_set_mset_split_and_scan() {
     let _ = stop_tx.send(());
     server.await.expect("server task").expect("server run");
 }
+
+#[test]
+fn command_line_runs_summarizes_and_plots() {
+    let bin = env!("CARGO_BIN_EXE_flotilla-bench");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let help = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    for option in [
+        "--target",
+        "--workload",
+        "--distribution",
+        "--records",
+        "--value-size",
+        "--concurrency",
+        "--duration",
+        "--operations",
+        "--warmup",
+        "--ranges",
+        "--seed",
+        "--json",
+        "--plot",
+        "--wal-limit",
+        "summarize",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}");
+    }
+
+    let bad = std::process::Command::new(bin)
+        .args(["--operations", "10", "--plot", "x.png"])
+        .output()
+        .expect("bad plot");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("SVG only"));
+
+    let json = dir.path().join("r.json");
+    let out = std::process::Command::new(bin)
+        .args([
+            "--workload",
+            "b",
+            "--records",
+            "300",
+            "--ranges",
+            "3",
+            "--concurrency",
+            "4",
+        ])
+        .args(["--operations", "300", "--warmup", "0", "-q", "--data-dir"])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ycsb-b (zipfian) on embedded") && stdout.contains("errors: none"));
+
+    let md = std::process::Command::new(bin)
+        .arg("summarize")
+        .arg(&json)
+        .output()
+        .expect("summarize");
+    assert!(String::from_utf8_lossy(&md.stdout).contains("| embedded | ycsb-b | zipfian | 4 | 3 |"));
+    let svg = dir.path().join("r.svg");
+    let plot = std::process::Command::new(bin)
+        .arg("plot")
+        .arg(&json)
+        .arg(&svg)
+        .output()
+        .expect("plot");
+    assert!(plot.status.success());
+    assert!(svg.exists());
+}

@@ -155,7 +155,8 @@ struct RunArgs {
     #[arg(long)]
     json: Option<PathBuf>,
 
-    /// Draw throughput over time and the latency distribution (SVG).
+    /// Draw throughput over time and the latency distribution (an .svg
+    /// file; SVG only, convert with e.g. `rsvg-convert`).
     #[arg(long)]
     plot: Option<PathBuf>,
 
@@ -203,9 +204,24 @@ fn read_result(path: &PathBuf) -> Result<RunResult, String> {
         .map_err(|e| format!("{}: not a flotilla-bench result: {e}", path.display()))
 }
 
+/// Plots are SVG only: plotters' PNG backend would bring in bitmap and
+/// font libraries (`rsvg-convert plot.svg -o plot.png` converts).
+fn check_plot_path(path: &std::path::Path) -> Result<(), String> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) if ext.eq_ignore_ascii_case("svg") => Ok(()),
+        _ => Err(format!(
+            "--plot {}: plots are SVG only (name the file .svg)",
+            path.display()
+        )),
+    }
+}
+
 fn run(args: &RunArgs) -> Result<(), String> {
     let config = args.config();
     config.validate()?;
+    if let Some(path) = &args.plot {
+        check_plot_path(path)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -239,9 +255,9 @@ fn main() -> ExitCode {
             .map(read_result)
             .collect::<Result<Vec<_>, _>>()
             .map(|results| print!("{}", markdown(&results))),
-        Some(Command::Plot { json, out }) => {
-            read_result(json).and_then(|r| flotilla_bench::plot::plot(&r, out))
-        }
+        Some(Command::Plot { json, out }) => check_plot_path(out)
+            .and_then(|()| read_result(json))
+            .and_then(|r| flotilla_bench::plot::plot(&r, out)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
