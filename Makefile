@@ -41,9 +41,17 @@ test: lint
 fmt:
 	$(CARGO) fmt --all
 
+# The standard suite: load workloads (flotilla-bench) and the transport
+# micro-benchmark, results in $(BENCH_OUT) (JSON, SVG, tables, results.md),
+# then the WAL against raft-engine. Built with the same command as the
+# tests so no second RocksDB variant is compiled (`cargo bench` would).
+BENCH_OUT ?= docs/bench/results
 bench: deps
-	$(CARGO) bench -p flotilla-bench
-	$(MAKE) bench-wal
+	$(CARGO) build --release --workspace
+	benches/suite.sh $(CARGO_TARGET_DIR)/release/flotilla-bench \
+		$(CARGO_TARGET_DIR)/release/bench-transport $(BENCH_OUT)
+	$(MAKE) --no-print-directory bench-wal > $(BENCH_OUT)/wal-vs-raft-engine.txt 2>&1; \
+		status=$$?; cat $(BENCH_OUT)/wal-vs-raft-engine.txt; exit $$status
 
 # The WAL against raft-engine, in its own workspace (no RocksDB rebuild).
 bench-wal:
