@@ -1,0 +1,67 @@
+//! Jepsen-style fault testing of real `flotilla server` processes: several
+//! clients read and write a few keys spread over several ranges while a
+//! seeded nemesis kills, pauses, partitions (also one way), degrades links,
+//! splits, merges, moves leaders and changes membership; then the history
+//! is checked for linearizability (per key, Wing–Gong/Lowe search with
+//! memoisation), unknown or failed values read, lost acknowledged writes,
+//! and every replica must converge to the same data.
+//!
+//! `make test` runs a bounded run (`chaos_run`, 60 s of faults). Longer or
+//! replayed runs:
+//!
+//! ```sh
+//! CHAOS_SECONDS=600 cargo test --release --workspace --test chaos -- --nocapture chaos_run
+//! CHAOS_SEED=1234 CHAOS_SECONDS=60 cargo test --release --workspace --test chaos -- --nocapture chaos_run
+//! ```
+//!
+//! A failed run keeps its folder (history, nemesis schedule and log,
+//! report, every node's logs and data) under the system temp dir and
+//! prints its path and the replay command.
+
+mod server_support;
+
+#[path = "chaos/checker.rs"]
+mod checker;
+#[path = "chaos/client.rs"]
+mod client;
+#[path = "chaos/cluster.rs"]
+mod cluster;
+#[path = "chaos/history.rs"]
+mod history;
+#[path = "chaos/nemesis.rs"]
+mod nemesis;
+#[path = "chaos/rng.rs"]
+mod rng;
+#[path = "chaos/run.rs"]
+mod run;
+
+#[cfg(test)]
+#[path = "chaos/checker_tests.rs"]
+mod checker_tests;
+
+/// Seconds of faults in the bounded run `make test` runs.
+const CI_SECONDS: u64 = 60;
+
+#[test]
+fn chaos_run() {
+    let config = run::Config::from_env(CI_SECONDS);
+    println!(
+        "chaos: seed {} ({} nodes, {} clients, {} keys, {} s); replay with\n  {}",
+        config.seed,
+        config.nodes,
+        config.clients,
+        config.keys,
+        config.seconds,
+        config.replay_command()
+    );
+    let report = run::run(&config);
+    println!("{}", report.summary());
+    if !report.ok() {
+        panic!(
+            "chaos run failed (seed {}). Evidence kept in {}\n  (history.txt, nemesis.txt, report.txt, node*.stderr, node*.data)\nreplay: {}",
+            config.seed,
+            report.dir.display(),
+            config.replay_command()
+        );
+    }
+}

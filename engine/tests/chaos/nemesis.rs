@@ -1,0 +1,483 @@
+//! The nemesis: a schedule of faults drawn from the seed, then played
+//! against the running cluster. Each step holds one disruption (kill -9
+//! and restart, SIGSTOP/SIGCONT, a two-way partition of a node pair, a
+//! node isolated from all others, a one-way partition, lossy links) for a
+//! while, and may run one topology change in the middle of it (split,
+//! merge, leader transfer, membership change). Disruption kinds and
+//! topology kinds are dealt from shuffled decks so that even a short run
+//! sees every kind.
+//!
+//! The schedule is a pure function of (seed, nodes, duration), so a seed
+//! replays the same faults in the same order with the same pauses; the
+//! interleaving with the clients' requests is up to the OS scheduler and
+//! differs between runs. Every timeout is a deadline on the test's
+//! monotonic clock; no node's clock is read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::client::Reply;
+use super::cluster::Cluster;
+use super::rng::Rng;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disruption {
+    /// SIGKILL the node; restart it at the end of the step.
+    Kill(u64),
+    /// SIGSTOP the node; SIGCONT at the end of the step.
+    Pause(u64),
+    /// Drop traffic both ways between two nodes.
+    Partition(u64, u64),
+    /// Drop traffic both ways between a node and every other node.
+    Isolate(u64),
+    /// Messages from the first node to the second are lost; the other
+    /// direction still works.
+    OneWay(u64, u64),
+    /// Every link drops 20%, duplicates 10% and delays 5–25 ms.
+    LossyLinks,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    Split(String),
+    /// Merge a random pair of adjacent ranges.
+    Merge,
+    /// Move a random range's leadership to a random replica.
+    TransferLeader,
+    /// Remove a replica and add it back (or add one on a node that has
+    /// none and remove another) at the end of the step.
+    Membership,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub disruption: Disruption,
+    pub topology: Option<Topology>,
+    pub hold: Duration,
+    pub gap: Duration,
+    /// Seeds the choices made at run time from the cluster's state
+    /// (which range to merge, which replica to move).
+    pub pick: u64,
+}
+
+impl Disruption {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Disruption::Kill(_) => "kill",
+            Disruption::Pause(_) => "pause",
+            Disruption::Partition(..) => "partition",
+            Disruption::Isolate(_) => "isolate",
+            Disruption::OneWay(..) => "one-way-partition",
+            Disruption::LossyLinks => "lossy-links",
+        }
+    }
+}
+
+impl Topology {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Topology::Split(_) => "split",
+            Topology::Merge => "merge",
+            Topology::TransferLeader => "transfer-leader",
+            Topology::Membership => "membership",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} for {} ms", self.disruption, self.hold.as_millis())?;
+        if let Some(t) = &self.topology {
+            write!(f, ", {t:?} halfway")?;
+        }
+        write!(f, ", then {} ms quiet", self.gap.as_millis())
+    }
+}
+
+/// The schedule for `seconds` of faults over `nodes` (ids 1..=nodes).
+pub fn schedule(seed: u64, nodes: u64, seconds: u64, split_keys: &[String]) -> Vec<Step> {
+    let mut rng = Rng::new(seed ^ 0x6e65_6d65_7369_73);
+    let mut disruptions: Vec<u8> = Vec::new();
+    let mut topologies: Vec<u8> = Vec::new();
+    let mut steps = Vec::new();
+    let mut total = Duration::ZERO;
+    let budget = Duration::from_secs(seconds);
+    while total < budget {
+        if disruptions.is_empty() {
+            disruptions = (0..6).collect();
+            rng.shuffle(&mut disruptions);
+        }
+        let node = |rng: &mut Rng| 1 + rng.below(nodes);
+        let pair = |rng: &mut Rng| {
+            let a = 1 + rng.below(nodes);
+            let b = 1 + (a + rng.below(nodes - 1)) % nodes;
+            (a, b)
+        };
+        let disruption = match disruptions.pop().unwrap_or(0) {
+            0 => Disruption::Kill(node(&mut rng)),
+            1 => Disruption::Pause(node(&mut rng)),
+            2 => {
+                let (a, b) = pair(&mut rng);
+                Disruption::Partition(a, b)
+            }
+            3 => Disruption::Isolate(node(&mut rng)),
+            4 => {
+                let (a, b) = pair(&mut rng);
+                Disruption::OneWay(a, b)
+            }
+            _ => Disruption::LossyLinks,
+        };
+        let topology = if rng.below(100) < 70 {
+            if topologies.is_empty() {
+                topologies = (0..4).collect();
+                rng.shuffle(&mut topologies);
+            }
+            Some(match topologies.pop().unwrap_or(0) {
+                0 => {
+                    Topology::Split(split_keys[rng.below(split_keys.len() as u64) as usize].clone())
+                }
+                1 => Topology::Merge,
+                2 => Topology::TransferLeader,
+                _ => Topology::Membership,
+            })
+        } else {
+            None
+        };
+        let step = Step {
+            disruption,
+            topology,
+            hold: Duration::from_millis(1_000 + rng.below(3_000)),
+            gap: Duration::from_millis(300 + rng.below(1_500)),
+            pick: rng.next_u64(),
+        };
+        total += step.hold + step.gap;
+        steps.push(step);
+    }
+    steps
+}
+
+/// How often each fault kind was tried and how it went.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    /// Took effect.
+    pub applied: u64,
+    /// The server refused it (an error reply: not supported yet, refused
+    /// merge, already split...), so it was skipped.
+    pub refused: u64,
+    /// No answer in time, or the node to ask was down.
+    pub failed: u64,
+}
+
+pub struct Nemesis<'a> {
+    pub cluster: &'a mut Cluster,
+    pub t0: Instant,
+    pub log: Vec<String>,
+    pub tally: BTreeMap<&'static str, Tally>,
+}
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One range as `FLOTILLA.RANGES` describes it.
+#[derive(Debug, Clone)]
+pub struct RangeView {
+    pub id: u64,
+    pub start: String,
+    pub end: String,
+    pub replicas: Vec<u64>,
+}
+
+/// Parse a `FLOTILLA.RANGES` reply.
+pub fn parse_ranges(reply: &Reply) -> Option<Vec<RangeView>> {
+    let Reply::Array(Some(items)) = reply else {
+        return None;
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Reply::Array(Some(fields)) = item else {
+            return None;
+        };
+        let mut range = RangeView {
+            id: 0,
+            start: String::new(),
+            end: String::new(),
+            replicas: Vec::new(),
+        };
+        for kv in fields.chunks(2) {
+            let [k, v] = kv else { return None };
+            match (k.text().as_str(), v) {
+                ("id", Reply::Int(i)) => range.id = *i as u64,
+                ("start", v) => range.start = v.text(),
+                ("end", v) => range.end = v.text(),
+                ("replicas", Reply::Array(Some(r))) => {
+                    range.replicas = r
+                        .iter()
+                        .filter_map(|x| match x {
+                            Reply::Int(i) => Some(*i as u64),
+                            _ => None,
+                        })
+                        .collect()
+                }
+                _ => {}
+            }
+        }
+        out.push(range);
+    }
+    Some(out)
+}
+
+impl Nemesis<'_> {
+    fn note(&mut self, text: String) {
+        let line = format!("{:>9.3}s {text}", self.t0.elapsed().as_secs_f64());
+        println!("nemesis {line}");
+        self.log.push(line);
+    }
+
+    fn count(&mut self, kind: &'static str, outcome: Result<(), bool>) {
+        let t = self.tally.entry(kind).or_default();
+        match outcome {
+            Ok(()) => t.applied += 1,
+            Err(true) => t.refused += 1,
+            Err(false) => t.failed += 1,
+        }
+    }
+
+    fn up(&self) -> Vec<u64> {
+        self.cluster
+            .nodes
+            .iter()
+            .filter(|n| n.is_up())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Send a command to node `id`: Ok(reply), Err(true) for an error
+    /// reply (refused), Err(false) for no answer.
+    fn call(&mut self, id: u64, args: &[&str]) -> Result<Reply, bool> {
+        let shown = args.join(" ");
+        match self.cluster.call(id, args, ADMIN_TIMEOUT) {
+            Ok(Reply::Error(e)) => {
+                self.note(format!("  n{id} {shown} -> refused: {e}"));
+                Err(true)
+            }
+            Ok(reply) => {
+                let text = match parse_ranges(&reply) {
+                    Some(ranges) if args[0] == "FLOTILLA.RANGES" => {
+                        let ids: Vec<String> = ranges.iter().map(|r| r.id.to_string()).collect();
+                        format!("{} ranges [{}]", ranges.len(), ids.join(" "))
+                    }
+                    _ => reply.text(),
+                };
+                self.note(format!("  n{id} {shown} -> {text}"));
+                Ok(reply)
+            }
+            Err(e) => {
+                self.note(format!("  n{id} {shown} -> no answer: {e}"));
+                Err(false)
+            }
+        }
+    }
+
+    fn fault(&mut self, id: u64, args: &[&str]) -> bool {
+        let mut all = vec!["FLOTILLA.FAULT"];
+        all.extend_from_slice(args);
+        self.call(id, &all).is_ok()
+    }
+
+    /// Play `steps` until `until`; every step started is healed.
+    pub fn play(&mut self, steps: &[Step], until: Instant) -> Result<(), String> {
+        for step in steps {
+            if Instant::now() + step.hold > until {
+                break;
+            }
+            self.note(format!("step: {step}"));
+            let kind = step.disruption.kind();
+            let applied = self.disrupt(&step.disruption);
+            self.count(kind, if applied { Ok(()) } else { Err(false) });
+            std::thread::sleep(step.hold / 2);
+            let mut undo = None;
+            if let Some(t) = &step.topology {
+                undo = self.topology(t, step.pick);
+            }
+            std::thread::sleep(step.hold / 2);
+            self.heal(&step.disruption)?;
+            if let Some(args) = undo {
+                // Through any live node; the step's disruption is healed.
+                let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+                let outcome = match self.up().first() {
+                    Some(&node) => self.call(node, &strs).map(|_| ()),
+                    None => Err(false),
+                };
+                self.count("membership-undo", outcome);
+            }
+            std::thread::sleep(step.gap);
+        }
+        Ok(())
+    }
+
+    fn disrupt(&mut self, d: &Disruption) -> bool {
+        match *d {
+            Disruption::Kill(n) => {
+                self.cluster.kill(n);
+                self.note(format!("  killed n{n} (SIGKILL)"));
+                true
+            }
+            Disruption::Pause(n) => match self.cluster.pause(n) {
+                Ok(()) => {
+                    self.note(format!("  paused n{n} (SIGSTOP)"));
+                    true
+                }
+                Err(e) => {
+                    self.note(format!("  pause n{n} failed: {e}"));
+                    false
+                }
+            },
+            Disruption::Partition(a, b) => {
+                let one = self.fault(a, &["PARTITION", &b.to_string()]);
+                let two = self.fault(b, &["PARTITION", &a.to_string()]);
+                one && two
+            }
+            Disruption::Isolate(n) => {
+                let mut ok = true;
+                for other in self.cluster.ids() {
+                    if other != n {
+                        ok &= self.fault(n, &["PARTITION", &other.to_string()]);
+                        ok &= self.fault(other, &["PARTITION", &n.to_string()]);
+                    }
+                }
+                ok
+            }
+            Disruption::OneWay(from, to) => self.fault(from, &["ONEWAY", &to.to_string()]),
+            Disruption::LossyLinks => {
+                let mut ok = true;
+                for id in self.cluster.ids() {
+                    ok &= self.fault(id, &["SEED", &id.to_string()]);
+                    ok &= self.fault(id, &["LINK", "*", "20", "10", "5", "20"]);
+                }
+                ok
+            }
+        }
+    }
+
+    fn heal(&mut self, d: &Disruption) -> Result<(), String> {
+        match *d {
+            Disruption::Kill(n) => {
+                let took = self.cluster.start_node(n)?;
+                self.note(format!(
+                    "  restarted n{n} (ready in {} ms)",
+                    took.as_millis()
+                ));
+            }
+            Disruption::Pause(n) => {
+                self.cluster.resume(n)?;
+                self.note(format!("  resumed n{n} (SIGCONT)"));
+            }
+            Disruption::Partition(a, b) => {
+                self.fault(a, &["HEAL", &b.to_string()]);
+                self.fault(b, &["HEAL", &a.to_string()]);
+            }
+            Disruption::Isolate(n) => {
+                for other in self.cluster.ids() {
+                    if other != n {
+                        self.fault(n, &["HEAL", &other.to_string()]);
+                        self.fault(other, &["HEAL", &n.to_string()]);
+                    }
+                }
+            }
+            Disruption::OneWay(from, to) => {
+                self.fault(from, &["HEAL", &to.to_string()]);
+            }
+            Disruption::LossyLinks => {
+                for id in self.cluster.ids() {
+                    self.fault(id, &["LINK", "*", "0", "0", "0", "0"]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A topology change through a random live node. Returns the command
+    /// that undoes a membership change, to run at the end of the step.
+    fn topology(&mut self, t: &Topology, pick: u64) -> Option<Vec<String>> {
+        let mut rng = Rng::new(pick);
+        let up = self.up();
+        if up.is_empty() {
+            self.count(t.kind(), Err(false));
+            return None;
+        }
+        let via = up[rng.below(up.len() as u64) as usize];
+        let ranges = match t {
+            Topology::Split(_) => Vec::new(),
+            _ => match self.call(via, &["FLOTILLA.RANGES"]) {
+                Ok(reply) => parse_ranges(&reply).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            },
+        };
+        let needs_ranges = !matches!(t, Topology::Split(_));
+        if needs_ranges && ranges.is_empty() {
+            self.count(t.kind(), Err(false));
+            return None;
+        }
+        let range = ranges
+            .get(rng.below(ranges.len().max(1) as u64) as usize)
+            .cloned();
+        let mut undo = None;
+        let outcome = match (t, range) {
+            (Topology::Split(key), _) => self.call(via, &["FLOTILLA.SPLIT", key]).map(|_| ()),
+            (Topology::Merge, _) if ranges.len() < 2 => Err(true),
+            (Topology::Merge, _) => {
+                let i = rng.below(ranges.len() as u64 - 1) as usize;
+                let (left, right) = (ranges[i].id.to_string(), ranges[i + 1].id.to_string());
+                self.call(via, &["FLOTILLA.MERGE", &left, &right])
+                    .map(|_| ())
+            }
+            (Topology::TransferLeader | Topology::Membership, Some(r)) if r.replicas.is_empty() => {
+                Err(false)
+            }
+            (Topology::TransferLeader, Some(r)) => {
+                let to = r.replicas[rng.below(r.replicas.len() as u64) as usize];
+                self.call(
+                    via,
+                    &[
+                        "FLOTILLA.TRANSFERLEADER",
+                        &r.id.to_string(),
+                        &to.to_string(),
+                    ],
+                )
+                .map(|_| ())
+            }
+            (Topology::Membership, Some(r)) => {
+                let outside: Vec<u64> = self
+                    .cluster
+                    .ids()
+                    .into_iter()
+                    .filter(|id| !r.replicas.contains(id))
+                    .collect();
+                let (first, then) = if let Some(&add) = outside.first() {
+                    let remove = r.replicas[rng.below(r.replicas.len() as u64) as usize];
+                    (
+                        ("FLOTILLA.ADDREPLICA", add),
+                        ("FLOTILLA.REMOVEREPLICA", remove),
+                    )
+                } else {
+                    let node = r.replicas[rng.below(r.replicas.len() as u64) as usize];
+                    (
+                        ("FLOTILLA.REMOVEREPLICA", node),
+                        ("FLOTILLA.ADDREPLICA", node),
+                    )
+                };
+                let id = r.id.to_string();
+                let result = self
+                    .call(via, &[first.0, &id, &first.1.to_string()])
+                    .map(|_| ());
+                if result.is_ok() {
+                    undo = Some(vec![then.0.to_string(), id.clone(), then.1.to_string()]);
+                }
+                result
+            }
+            (_, None) => Err(false),
+        };
+        self.count(t.kind(), outcome);
+        undo
+    }
+}
