@@ -96,8 +96,16 @@ impl fmt::Display for Step {
 }
 
 /// The schedule for `seconds` of faults over `nodes` (ids 1..=nodes).
-pub fn schedule(seed: u64, nodes: u64, seconds: u64, split_keys: &[String]) -> Vec<Step> {
-    let mut rng = Rng::new(seed ^ 0x6e65_6d65_7369_73);
+/// `kinds` lists the disruption kinds to deal from (0 kill, 1 pause,
+/// 2 partition, 3 isolate, 4 one-way, 5 lossy links).
+pub fn schedule(
+    seed: u64,
+    nodes: u64,
+    seconds: u64,
+    split_keys: &[String],
+    kinds: &[u8],
+) -> Vec<Step> {
+    let mut rng = Rng::new(seed ^ 0x006e_656d_6573_6973);
     let mut disruptions: Vec<u8> = Vec::new();
     let mut topologies: Vec<u8> = Vec::new();
     let mut steps = Vec::new();
@@ -105,7 +113,7 @@ pub fn schedule(seed: u64, nodes: u64, seconds: u64, split_keys: &[String]) -> V
     let budget = Duration::from_secs(seconds);
     while total < budget {
         if disruptions.is_empty() {
-            disruptions = (0..6).collect();
+            disruptions = kinds.to_vec();
             rng.shuffle(&mut disruptions);
         }
         let node = |rng: &mut Rng| 1 + rng.below(nodes);

@@ -23,6 +23,11 @@ pub struct Config {
     pub nodes: u64,
     pub clients: usize,
     pub keys: usize,
+    /// Disruption kinds the nemesis deals from (see `nemesis::schedule`).
+    pub disruptions: Vec<u8>,
+    /// Self-test: clients read with `FLOTILLA.LOCALSCAN` (stale, local)
+    /// instead of `GET`, which the checker must catch.
+    pub stale_reads: bool,
 }
 
 impl Config {
@@ -43,6 +48,8 @@ impl Config {
             nodes: var("CHAOS_NODES").unwrap_or(3).clamp(3, 7),
             clients: var("CHAOS_CLIENTS").unwrap_or(6).max(1) as usize,
             keys: 8,
+            disruptions: (0..6).collect(),
+            stale_reads: false,
         }
     }
 
@@ -127,7 +134,13 @@ pub fn run(config: &Config) -> Report {
     let keys: Vec<String> = (0..config.keys).map(key_name).collect();
     // Odd keys are where the nemesis may split further.
     let nemesis_splits: Vec<String> = (1..config.keys).step_by(2).map(key_name).collect();
-    let schedule = nemesis::schedule(config.seed, config.nodes, config.seconds, &nemesis_splits);
+    let schedule = nemesis::schedule(
+        config.seed,
+        config.nodes,
+        config.seconds,
+        &nemesis_splits,
+        &config.disruptions,
+    );
     let mut history: Vec<Op> = Vec::new();
     let mut nemesis_log: Vec<String> = Vec::new();
     let mut faults = BTreeMap::new();
@@ -167,7 +180,7 @@ pub fn run(config: &Config) -> Report {
         elapsed: t0.elapsed(),
         error,
     };
-    if report.ok() {
+    if report.ok() || config.stale_reads {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         history.sort_by_key(|op| (op.invoke_ns, op.complete_ns));
@@ -249,7 +262,7 @@ impl RunState<'_> {
             let clients: Vec<_> = (0..config.clients)
                 .map(|c| {
                     let addrs = addrs.clone();
-                    scope.spawn(move || client(c, config.seed, &addrs, keys, t0, stop))
+                    scope.spawn(move || client(c, config, &addrs, keys, t0, stop))
                 })
                 .collect();
             let mut nemesis = Nemesis {
@@ -417,19 +430,21 @@ fn local_views(
 /// nodes until `stop`, every write with a value of its own.
 fn client(
     c: usize,
-    seed: u64,
+    config: &Config,
     addrs: &[(u64, SocketAddr)],
     keys: &[String],
     t0: Instant,
     stop: Instant,
 ) -> Vec<Op> {
-    let mut rng = Rng::new(seed.wrapping_mul(31).wrapping_add(c as u64 + 1));
+    let mut rng = Rng::new(config.seed.wrapping_mul(31).wrapping_add(c as u64 + 1));
+    let stale_end: Vec<String> = keys.iter().map(|k| format!("{k}\0")).collect();
     let mut conns: BTreeMap<u64, Resp> = BTreeMap::new();
     let mut ops = Vec::new();
     let mut seq = 0u64;
     let now = || t0.elapsed().as_nanos() as u64;
     while Instant::now() < stop {
-        let key = keys[rng.below(keys.len() as u64) as usize].clone();
+        let k = rng.below(keys.len() as u64) as usize;
+        let key = keys[k].clone();
         let (node, addr) = addrs[rng.below(addrs.len() as u64) as usize];
         let call = if rng.below(2) == 0 {
             Call::Read
@@ -450,6 +465,20 @@ fn client(
             None => Ret::Fail("connect failed".into()),
             Some(conn) => {
                 let reply = match &call {
+                    Call::Read if config.stale_reads => {
+                        let scan = [
+                            &b"FLOTILLA.LOCALSCAN"[..],
+                            key.as_bytes(),
+                            stale_end[k].as_bytes(),
+                        ];
+                        match conn.call(&scan, deadline) {
+                            Ok(Reply::Array(Some(rows))) => Ok(Reply::Bulk(match rows.get(1) {
+                                Some(Reply::Bulk(v)) => v.clone(),
+                                _ => None,
+                            })),
+                            other => other,
+                        }
+                    }
                     Call::Read => conn.call(&[b"GET", key.as_bytes()], deadline),
                     Call::Write(v) => conn.call(&[b"SET", key.as_bytes(), v.as_bytes()], deadline),
                 };
