@@ -73,6 +73,7 @@ fn chaos_run() {
 #[test]
 fn chaos_detects_stale_reads() {
     let mut config = run::Config::from_env(15);
+    config.name = "stale-reads";
     config.seconds = 15;
     config.disruptions = vec![3, 4];
     config.stale_reads = true;

@@ -21,6 +21,10 @@ use super::client::Reply;
 use super::cluster::Cluster;
 use super::rng::Rng;
 
+/// In a schedule, "the node leading some range", chosen when the step
+/// starts (leaders are the interesting victims).
+pub const LEADER: u64 = 0;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disruption {
     /// SIGKILL the node; restart it at the end of the step.
@@ -85,9 +89,29 @@ impl Topology {
     }
 }
 
+impl fmt::Display for Disruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let node = |n: u64| {
+            if n == LEADER {
+                "a leader".to_string()
+            } else {
+                format!("n{n}")
+            }
+        };
+        match *self {
+            Disruption::Kill(n) => write!(f, "kill -9 {}", node(n)),
+            Disruption::Pause(n) => write!(f, "pause {}", node(n)),
+            Disruption::Partition(a, b) => write!(f, "partition n{a} <-/-> n{b}"),
+            Disruption::Isolate(n) => write!(f, "isolate {}", node(n)),
+            Disruption::OneWay(a, b) => write!(f, "one-way partition n{a} -/-> n{b}"),
+            Disruption::LossyLinks => write!(f, "lossy links everywhere"),
+        }
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} for {} ms", self.disruption, self.hold.as_millis())?;
+        write!(f, "{} for {} ms", self.disruption, self.hold.as_millis())?;
         if let Some(t) = &self.topology {
             write!(f, ", {t:?} halfway")?;
         }
@@ -117,19 +141,26 @@ pub fn schedule(
             rng.shuffle(&mut disruptions);
         }
         let node = |rng: &mut Rng| 1 + rng.below(nodes);
+        let victim = |rng: &mut Rng| {
+            if rng.below(2) == 0 {
+                LEADER
+            } else {
+                1 + rng.below(nodes)
+            }
+        };
         let pair = |rng: &mut Rng| {
             let a = 1 + rng.below(nodes);
             let b = 1 + (a + rng.below(nodes - 1)) % nodes;
             (a, b)
         };
         let disruption = match disruptions.pop().unwrap_or(0) {
-            0 => Disruption::Kill(node(&mut rng)),
-            1 => Disruption::Pause(node(&mut rng)),
+            0 => Disruption::Kill(victim(&mut rng)),
+            1 => Disruption::Pause(victim(&mut rng)),
             2 => {
                 let (a, b) = pair(&mut rng);
                 Disruption::Partition(a, b)
             }
-            3 => Disruption::Isolate(node(&mut rng)),
+            3 => Disruption::Isolate(victim(&mut rng)),
             4 => {
                 let (a, b) = pair(&mut rng);
                 Disruption::OneWay(a, b)
@@ -193,6 +224,8 @@ pub struct RangeView {
     pub start: String,
     pub end: String,
     pub replicas: Vec<u64>,
+    /// The answering node's replica leads the range.
+    pub leader: bool,
 }
 
 /// Parse a `FLOTILLA.RANGES` reply.
@@ -210,6 +243,7 @@ pub fn parse_ranges(reply: &Reply) -> Option<Vec<RangeView>> {
             start: String::new(),
             end: String::new(),
             replicas: Vec::new(),
+            leader: false,
         };
         for kv in fields.chunks(2) {
             let [k, v] = kv else { return None };
@@ -217,6 +251,7 @@ pub fn parse_ranges(reply: &Reply) -> Option<Vec<RangeView>> {
                 ("id", Reply::Int(i)) => range.id = *i as u64,
                 ("start", v) => range.start = v.text(),
                 ("end", v) => range.end = v.text(),
+                ("role", v) => range.leader = v.text() == "leader",
                 ("replicas", Reply::Array(Some(r))) => {
                     range.replicas = r
                         .iter()
@@ -299,8 +334,9 @@ impl Nemesis<'_> {
                 break;
             }
             self.note(format!("step: {step}"));
-            let kind = step.disruption.kind();
-            let applied = self.disrupt(&step.disruption);
+            let disruption = self.resolve(&step.disruption, step.pick);
+            let kind = disruption.kind();
+            let applied = self.disrupt(&disruption);
             self.count(kind, if applied { Ok(()) } else { Err(false) });
             std::thread::sleep(step.hold / 2);
             let mut undo = None;
@@ -308,7 +344,7 @@ impl Nemesis<'_> {
                 undo = self.topology(t, step.pick);
             }
             std::thread::sleep(step.hold / 2);
-            self.heal(&step.disruption)?;
+            self.heal(&disruption)?;
             if let Some(args) = undo {
                 // Through any live node; the step's disruption is healed.
                 let strs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -321,6 +357,35 @@ impl Nemesis<'_> {
             std::thread::sleep(step.gap);
         }
         Ok(())
+    }
+
+    /// Replace [`LEADER`] by a node that leads some range now (any node
+    /// when none answers).
+    fn resolve(&mut self, d: &Disruption, pick: u64) -> Disruption {
+        let target = match *d {
+            Disruption::Kill(LEADER) | Disruption::Pause(LEADER) | Disruption::Isolate(LEADER) => {
+                let mut leaders = Vec::new();
+                for id in self.up() {
+                    if let Ok(reply) = self.cluster.call(id, &["FLOTILLA.RANGES"], ADMIN_TIMEOUT) {
+                        let ranges = parse_ranges(&reply).unwrap_or_default();
+                        leaders.extend(ranges.iter().filter(|r| r.leader).map(|_| id));
+                    }
+                }
+                let ids = self.cluster.ids();
+                let chosen = match leaders.len() {
+                    0 => ids[(pick % ids.len() as u64) as usize],
+                    n => leaders[(pick % n as u64) as usize],
+                };
+                self.note(format!("  the victim, a leader of some range: n{chosen}"));
+                chosen
+            }
+            _ => return d.clone(),
+        };
+        match d {
+            Disruption::Kill(_) => Disruption::Kill(target),
+            Disruption::Pause(_) => Disruption::Pause(target),
+            _ => Disruption::Isolate(target),
+        }
     }
 
     fn disrupt(&mut self, d: &Disruption) -> bool {

@@ -16,6 +16,8 @@ use super::rng::Rng;
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Names the run's folder (two runs of one process must differ).
+    pub name: &'static str,
     pub seed: u64,
     /// How long clients and nemesis run.
     pub seconds: u64,
@@ -43,6 +45,7 @@ impl Config {
                 .unwrap_or(1)
         });
         Config {
+            name: "run",
             seed,
             seconds: var("CHAOS_SECONDS").unwrap_or(default_seconds),
             nodes: var("CHAOS_NODES").unwrap_or(3).clamp(3, 7),
@@ -122,7 +125,8 @@ fn key_name(i: usize) -> String {
 /// out and kept (with history, schedule, report and logs) otherwise.
 pub fn run(config: &Config) -> Report {
     let dir = std::env::temp_dir().join(format!(
-        "flotilla-chaos-seed{}-pid{}",
+        "flotilla-chaos-{}-seed{}-pid{}",
+        config.name,
         config.seed,
         std::process::id()
     ));
