@@ -20,7 +20,8 @@ pub enum Ret {
     /// A read returned this (None: the key is absent).
     ReadOk(Option<String>),
     /// The server said the request was not executed (MOVED, TRYAGAIN,
-    /// BUSY, CROSSRANGE: refused before anything was proposed or applied).
+    /// BUSY, CROSSRANGE, range not found: refused before anything was
+    /// proposed or applied), or the connection could not be made.
     Fail(String),
     /// Outcome unknown: timeout, lost connection, TIMEOUT, SHUTDOWN or any
     /// other error after the request was sent. It may or may not have

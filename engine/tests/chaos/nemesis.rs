@@ -140,7 +140,6 @@ pub fn schedule(
             disruptions = kinds.to_vec();
             rng.shuffle(&mut disruptions);
         }
-        let node = |rng: &mut Rng| 1 + rng.below(nodes);
         let victim = |rng: &mut Rng| {
             if rng.below(2) == 0 {
                 LEADER
@@ -174,7 +173,14 @@ pub fn schedule(
             }
             Some(match topologies.pop().unwrap_or(0) {
                 0 => {
-                    Topology::Split(split_keys[rng.below(split_keys.len() as u64) as usize].clone())
+                    // Half the time between a key and the next (`k2~17`),
+                    // so splits go on after every key stands alone.
+                    let key = split_keys[rng.below(split_keys.len() as u64) as usize].clone();
+                    if rng.below(2) == 0 {
+                        Topology::Split(key)
+                    } else {
+                        Topology::Split(format!("{key}~{}", rng.below(100)))
+                    }
                 }
                 1 => Topology::Merge,
                 2 => Topology::TransferLeader,
@@ -478,14 +484,22 @@ impl Nemesis<'_> {
             self.count(t.kind(), Err(false));
             return None;
         }
-        let via = up[rng.below(up.len() as u64) as usize];
-        let ranges = match t {
-            Topology::Split(_) => Vec::new(),
-            _ => match self.call(via, &["FLOTILLA.RANGES"]) {
-                Ok(reply) => parse_ranges(&reply).unwrap_or_default(),
-                Err(_) => Vec::new(),
-            },
-        };
+        let first = rng.below(up.len() as u64) as usize;
+        let mut via = up[first];
+        let mut ranges = Vec::new();
+        if !matches!(t, Topology::Split(_)) {
+            // The first live node that holds ranges (with 5 nodes, 4 and 5
+            // hold none until a replica is added there).
+            for i in 0..up.len() {
+                via = up[(first + i) % up.len()];
+                if let Ok(reply) = self.call(via, &["FLOTILLA.RANGES"]) {
+                    ranges = parse_ranges(&reply).unwrap_or_default();
+                }
+                if !ranges.is_empty() {
+                    break;
+                }
+            }
+        }
         let needs_ranges = !matches!(t, Topology::Split(_));
         if needs_ranges && ranges.is_empty() {
             self.count(t.kind(), Err(false));

@@ -30,6 +30,9 @@ pub struct Config {
     /// Self-test: clients read with `FLOTILLA.LOCALSCAN` (stale, local)
     /// instead of `GET`, which the checker must catch.
     pub stale_reads: bool,
+    /// `CHAOS_KEEP=1`: keep the folder (history, schedule, logs) of a
+    /// clean run too.
+    pub keep: bool,
 }
 
 impl Config {
@@ -53,6 +56,7 @@ impl Config {
             keys: 8,
             disruptions: (0..6).collect(),
             stale_reads: false,
+            keep: var("CHAOS_KEEP").is_some_and(|v| v != 0),
         }
     }
 
@@ -184,7 +188,7 @@ pub fn run(config: &Config) -> Report {
         elapsed: t0.elapsed(),
         error,
     };
-    if report.ok() || config.stale_reads {
+    if (report.ok() || config.stale_reads) && !config.keep {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         history.sort_by_key(|op| (op.invoke_ns, op.complete_ns));
@@ -492,9 +496,18 @@ fn client(
                         Ret::ReadOk(v.map(|b| String::from_utf8_lossy(&b).into_owned()))
                     }
                     Ok(Reply::Error(e)) => {
-                        let definite = ["MOVED", "TRYAGAIN", "BUSY", "CROSSRANGE"]
-                            .iter()
-                            .any(|p| e.starts_with(p));
+                        // Refused before anything was proposed. "range not
+                        // found": this node holds no replica of the key's
+                        // range (and does not forward then).
+                        let definite = [
+                            "MOVED",
+                            "TRYAGAIN",
+                            "BUSY",
+                            "CROSSRANGE",
+                            "ERR range not found",
+                        ]
+                        .iter()
+                        .any(|p| e.starts_with(p));
                         if definite {
                             Ret::Fail(e)
                         } else {
