@@ -6,7 +6,7 @@
 //! memoisation), unknown or failed values read, lost acknowledged writes,
 //! and every replica must converge to the same data.
 //!
-//! `make test` runs a bounded run (`chaos_run`, 60 s of faults). Longer or
+//! `make test` runs a bounded run (`chaos_run`, 90 s of faults). Longer or
 //! replayed runs:
 //!
 //! ```sh
@@ -40,7 +40,7 @@ mod run;
 mod checker_tests;
 
 /// Seconds of faults in the bounded run `make test` runs.
-const CI_SECONDS: u64 = 60;
+const CI_SECONDS: u64 = 90;
 
 #[test]
 fn chaos_run() {

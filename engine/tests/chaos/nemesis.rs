@@ -40,6 +40,9 @@ pub enum Disruption {
     OneWay(u64, u64),
     /// Every link drops 20%, duplicates 10% and delays 5–25 ms.
     LossyLinks,
+    /// SIGKILL every node at once (a power cut of the whole cluster):
+    /// only what was fsynced survives; restart them all.
+    KillAll,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,7 @@ impl Disruption {
             Disruption::Isolate(_) => "isolate",
             Disruption::OneWay(..) => "one-way-partition",
             Disruption::LossyLinks => "lossy-links",
+            Disruption::KillAll => "kill-all",
         }
     }
 }
@@ -105,6 +109,7 @@ impl fmt::Display for Disruption {
             Disruption::Isolate(n) => write!(f, "isolate {}", node(n)),
             Disruption::OneWay(a, b) => write!(f, "one-way partition n{a} -/-> n{b}"),
             Disruption::LossyLinks => write!(f, "lossy links everywhere"),
+            Disruption::KillAll => write!(f, "kill -9 every node"),
         }
     }
 }
@@ -121,7 +126,7 @@ impl fmt::Display for Step {
 
 /// The schedule for `seconds` of faults over `nodes` (ids 1..=nodes).
 /// `kinds` lists the disruption kinds to deal from (0 kill, 1 pause,
-/// 2 partition, 3 isolate, 4 one-way, 5 lossy links).
+/// 2 partition, 3 isolate, 4 one-way, 5 lossy links, 6 kill all).
 pub fn schedule(
     seed: u64,
     nodes: u64,
@@ -164,7 +169,8 @@ pub fn schedule(
                 let (a, b) = pair(&mut rng);
                 Disruption::OneWay(a, b)
             }
-            _ => Disruption::LossyLinks,
+            5 => Disruption::LossyLinks,
+            _ => Disruption::KillAll,
         };
         let topology = if rng.below(100) < 70 {
             if topologies.is_empty() {
@@ -435,6 +441,13 @@ impl Nemesis<'_> {
                 }
                 ok
             }
+            Disruption::KillAll => {
+                for id in self.cluster.ids() {
+                    self.cluster.kill(id);
+                }
+                self.note("  killed every node (SIGKILL)".into());
+                true
+            }
         }
     }
 
@@ -469,6 +482,15 @@ impl Nemesis<'_> {
             Disruption::LossyLinks => {
                 for id in self.cluster.ids() {
                     self.fault(id, &["LINK", "*", "0", "0", "0", "0"]);
+                }
+            }
+            Disruption::KillAll => {
+                for id in self.cluster.ids() {
+                    let took = self.cluster.start_node(id)?;
+                    self.note(format!(
+                        "  restarted n{id} (ready in {} ms)",
+                        took.as_millis()
+                    ));
                 }
             }
         }

@@ -54,7 +54,7 @@ impl Config {
             nodes: var("CHAOS_NODES").unwrap_or(3).clamp(3, 7),
             clients: var("CHAOS_CLIENTS").unwrap_or(6).max(1) as usize,
             keys: 8,
-            disruptions: (0..6).collect(),
+            disruptions: (0..7).collect(),
             stale_reads: false,
             keep: var("CHAOS_KEEP").is_some_and(|v| v != 0),
         }
