@@ -43,7 +43,8 @@ const ENGINE_SETTINGS: &str = "tick_ms = 50\nrequest_timeout_ms = 2500\n";
 
 impl Cluster {
     /// Start `n` nodes in `dir`; the first range lives on nodes 1..=3.
-    pub fn start(dir: &Path, n: u64) -> Result<Cluster, String> {
+    /// `read_mode` is the engine's `read_mode` ("read_index" or "lease").
+    pub fn start(dir: &Path, n: u64, read_mode: &str) -> Result<Cluster, String> {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let mut nodes_toml = String::new();
         for (i, (raft, client)) in ports.iter().enumerate() {
@@ -59,7 +60,7 @@ impl Cluster {
         for id in 1..=n {
             let text = format!(
                 "cluster_id = 9\nnode_id = {id}\ndata_dir = \"{}\"\n\n[server]\n{NODE_SETTINGS}\n\
-                 [engine]\n{ENGINE_SETTINGS}\n{nodes_toml}",
+                 [engine]\n{ENGINE_SETTINGS}read_mode = \"{read_mode}\"\n\n{nodes_toml}",
                 dir.join(format!("node{id}.data")).display(),
             );
             let config = dir.join(format!("node{id}.toml"));

@@ -33,6 +33,9 @@ pub struct Config {
     /// `CHAOS_KEEP=1`: keep the folder (history, schedule, logs) of a
     /// clean run too.
     pub keep: bool,
+    /// `CHAOS_READ_MODE=lease`: the engine's lease reads instead of
+    /// ReadIndex.
+    pub read_mode: String,
 }
 
 impl Config {
@@ -54,19 +57,56 @@ impl Config {
             nodes: var("CHAOS_NODES").unwrap_or(3).clamp(3, 7),
             clients: var("CHAOS_CLIENTS").unwrap_or(6).max(1) as usize,
             keys: 8,
-            disruptions: (0..7).collect(),
+            disruptions: disruptions_from_env(),
             stale_reads: false,
             keep: var("CHAOS_KEEP").is_some_and(|v| v != 0),
+            read_mode: std::env::var("CHAOS_READ_MODE").unwrap_or_else(|_| "read_index".into()),
         }
     }
 
     pub fn replay_command(&self) -> String {
         format!(
-            "CHAOS_SEED={} CHAOS_SECONDS={} CHAOS_NODES={} CHAOS_CLIENTS={} \
-             cargo test --release --workspace --test chaos -- --nocapture chaos_run",
-            self.seed, self.seconds, self.nodes, self.clients
+            "CHAOS_SEED={} CHAOS_SECONDS={} CHAOS_NODES={} CHAOS_CLIENTS={} CHAOS_READ_MODE={} \
+             {}cargo test --release --workspace --test chaos -- --nocapture chaos_run",
+            self.seed,
+            self.seconds,
+            self.nodes,
+            self.clients,
+            self.read_mode,
+            std::env::var("CHAOS_FAULTS")
+                .map(|f| format!("CHAOS_FAULTS={f} "))
+                .unwrap_or_default()
         )
     }
+}
+
+/// `CHAOS_FAULTS=pause,kill,...` picks disruption kinds by name (kill,
+/// pause, partition, isolate, one-way, lossy, kill-all); all by default.
+fn disruptions_from_env() -> Vec<u8> {
+    const NAMES: [&str; 7] = [
+        "kill",
+        "pause",
+        "partition",
+        "isolate",
+        "one-way",
+        "lossy",
+        "kill-all",
+    ];
+    let Ok(list) = std::env::var("CHAOS_FAULTS") else {
+        return (0..7).collect();
+    };
+    let kinds: Vec<u8> = list
+        .split(',')
+        .map(|name| {
+            let found = NAMES.iter().position(|n| *n == name.trim());
+            match found {
+                Some(i) => i as u8,
+                None => panic!("CHAOS_FAULTS: unknown kind {name:?}; known: {NAMES:?}"),
+            }
+        })
+        .collect();
+    assert!(!kinds.is_empty(), "CHAOS_FAULTS lists no kind");
+    kinds
 }
 
 /// A client gives up on a request after this long (the servers give up
@@ -238,7 +278,7 @@ impl RunState<'_> {
     }
 
     fn go(&mut self, dir: &std::path::Path, schedule: &[nemesis::Step]) -> Result<(), String> {
-        let mut cluster = Cluster::start(dir, self.config.nodes)?;
+        let mut cluster = Cluster::start(dir, self.config.nodes, &self.config.read_mode)?;
         println!(
             "chaos: {} nodes up in {:.1} s; folder {}",
             self.config.nodes,
