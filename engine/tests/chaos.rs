@@ -76,6 +76,7 @@ fn chaos_detects_stale_reads() {
     config.name = "stale-reads";
     config.seconds = 15;
     config.disruptions = vec![3, 4];
+    config.compose = false;
     config.stale_reads = true;
     let report = run::run(&config);
     println!(
@@ -110,6 +111,7 @@ fn chaos_lease_reads_survive_pauses() {
     config.name = "lease-pauses";
     config.read_mode = "lease".into();
     config.disruptions = vec![1];
+    config.compose = false;
     config.clients = config.clients.max(12);
     let report = run::run(&config);
     println!("{}", report.summary());

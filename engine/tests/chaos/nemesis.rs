@@ -60,6 +60,9 @@ pub enum Topology {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub disruption: Disruption,
+    /// A network fault held at the same time (composed faults): applied
+    /// before and healed after `disruption`.
+    pub also: Option<Disruption>,
     pub topology: Option<Topology>,
     pub hold: Duration,
     pub gap: Duration,
@@ -116,7 +119,11 @@ impl fmt::Display for Disruption {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} for {} ms", self.disruption, self.hold.as_millis())?;
+        write!(f, "{}", self.disruption)?;
+        if let Some(also) = &self.also {
+            write!(f, " + {also}")?;
+        }
+        write!(f, " for {} ms", self.hold.as_millis())?;
         if let Some(t) = &self.topology {
             write!(f, ", {t:?} halfway")?;
         }
@@ -133,8 +140,10 @@ pub fn schedule(
     seconds: u64,
     split_keys: &[String],
     kinds: &[u8],
+    compose: bool,
 ) -> Vec<Step> {
     let mut rng = Rng::new(seed ^ 0x006e_656d_6573_6973);
+    let mut overlay = Rng::new(seed ^ 0x0063_6f6d_706f_7365);
     let mut disruptions: Vec<u8> = Vec::new();
     let mut topologies: Vec<u8> = Vec::new();
     let mut steps = Vec::new();
@@ -195,8 +204,22 @@ pub fn schedule(
         } else {
             None
         };
+        // Composed faults come from their own stream, so that turning them
+        // off leaves the rest of a seed's schedule as it was.
+        let also = if compose && overlay.below(100) < 30 && disruption != Disruption::KillAll {
+            let (a, b) = pair(&mut overlay);
+            Some(match overlay.below(3) {
+                0 => Disruption::Partition(a, b),
+                1 => Disruption::OneWay(a, b),
+                _ => Disruption::LossyLinks,
+            })
+            .filter(|d| *d != disruption)
+        } else {
+            None
+        };
         let step = Step {
             disruption,
+            also,
             topology,
             hold: Duration::from_millis(1_000 + rng.below(3_000)),
             gap: Duration::from_millis(300 + rng.below(1_500)),
@@ -346,6 +369,11 @@ impl Nemesis<'_> {
                 break;
             }
             self.note(format!("step: {step}"));
+            // The network fault first, while every node still answers.
+            if let Some(also) = &step.also {
+                let applied = self.disrupt(also);
+                self.count(also.kind(), if applied { Ok(()) } else { Err(false) });
+            }
             let disruption = self.resolve(&step.disruption, step.pick);
             let kind = disruption.kind();
             let applied = self.disrupt(&disruption);
@@ -357,6 +385,9 @@ impl Nemesis<'_> {
             }
             std::thread::sleep(step.hold / 2);
             self.heal(&disruption)?;
+            if let Some(also) = &step.also {
+                self.heal(also)?;
+            }
             if let Some(args) = undo {
                 // Through any live node; the step's disruption is healed.
                 let strs: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -36,6 +36,9 @@ pub struct Config {
     /// `CHAOS_READ_MODE=lease`: the engine's lease reads instead of
     /// ReadIndex.
     pub read_mode: String,
+    /// Hold a second, network fault together with 30% of the steps
+    /// (`CHAOS_COMPOSE=0` turns it off).
+    pub compose: bool,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
             disruptions: disruptions_from_env(),
             stale_reads: false,
             keep: var("CHAOS_KEEP").is_some_and(|v| v != 0),
+            compose: var("CHAOS_COMPOSE") != Some(0),
             read_mode: std::env::var("CHAOS_READ_MODE").unwrap_or_else(|_| "read_index".into()),
         }
     }
@@ -67,12 +71,13 @@ impl Config {
     pub fn replay_command(&self) -> String {
         format!(
             "CHAOS_SEED={} CHAOS_SECONDS={} CHAOS_NODES={} CHAOS_CLIENTS={} CHAOS_READ_MODE={} \
-             {}cargo test --release --workspace --test chaos -- --nocapture chaos_run",
+             CHAOS_COMPOSE={} {}cargo test --release --workspace --test chaos -- --nocapture chaos_run",
             self.seed,
             self.seconds,
             self.nodes,
             self.clients,
             self.read_mode,
+            self.compose as u8,
             std::env::var("CHAOS_FAULTS")
                 .map(|f| format!("CHAOS_FAULTS={f} "))
                 .unwrap_or_default()
@@ -188,6 +193,7 @@ pub fn run(config: &Config) -> Report {
         config.seconds,
         &nemesis_splits,
         &config.disruptions,
+        config.compose,
     );
     let mut history: Vec<Op> = Vec::new();
     let mut nemesis_log: Vec<String> = Vec::new();
