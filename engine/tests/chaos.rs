@@ -122,3 +122,66 @@ fn chaos_lease_reads_survive_pauses() {
         report.dir.display()
     );
 }
+
+/// The test hooks are refused unless `server.fault_injection` is on, and
+/// check their arguments when it is.
+#[test]
+fn fault_commands_need_the_setting_and_check_their_arguments() {
+    use client::Reply;
+    use std::time::Duration;
+    let t = Duration::from_secs(10);
+
+    let single = server_support::SingleNode::start(&[]);
+    let mut conn = single.server.redis();
+    for cmd in [
+        &["FLOTILLA.FAULT", "CLEAR"][..],
+        &["FLOTILLA.LOCALSCAN", "a", ""],
+    ] {
+        let err = redis::cmd(cmd[0])
+            .arg(&cmd[1..])
+            .query::<()>(&mut conn)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("fault injection is disabled"),
+            "{err}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster::Cluster::start(dir.path(), 3, "read_index").unwrap();
+    let ok = |args: &[&str]| cluster.call(1, args, t).unwrap();
+    for args in [
+        &["FLOTILLA.FAULT", "PARTITION", "2"][..],
+        &["FLOTILLA.FAULT", "ONEWAY", "3"],
+        &["FLOTILLA.FAULT", "BLOCKFROM", "3"],
+        &["FLOTILLA.FAULT", "HEAL", "2"],
+        &["FLOTILLA.FAULT", "LINK", "*", "10", "5", "1", "2"],
+        &["FLOTILLA.FAULT", "LINK", "2", "0", "0", "0", "0"],
+        &["FLOTILLA.FAULT", "SEED", "7"],
+        &["FLOTILLA.FAULT", "CLEAR"],
+    ] {
+        assert_eq!(ok(args), Reply::Simple("OK".into()), "{args:?}");
+    }
+    for args in [
+        &["FLOTILLA.FAULT", "BOGUS"][..],
+        &["FLOTILLA.FAULT", "PARTITION", "x"],
+        &["FLOTILLA.FAULT", "PARTITION"],
+        &["FLOTILLA.FAULT", "LINK", "*", "101", "0", "0", "0"],
+        &["FLOTILLA.FAULT", "LINK", "2", "0", "0"],
+    ] {
+        assert!(matches!(ok(args), Reply::Error(_)), "{args:?}");
+    }
+    server_support::wait_until("a write", t, || {
+        ok(&["SET", "k", "v"]) == Reply::Simple("OK".into())
+    });
+    // Every replica applies it; each node's own rows show it.
+    for id in 1..=3 {
+        server_support::wait_until("the row on every node", t, || {
+            cluster.call(id, &["FLOTILLA.LOCALSCAN", "", ""], t).ok()
+                == Some(Reply::Array(Some(vec![
+                    Reply::Bulk(Some(b"k".to_vec())),
+                    Reply::Bulk(Some(b"v".to_vec())),
+                ])))
+        });
+    }
+}
