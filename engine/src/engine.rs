@@ -100,6 +100,12 @@ impl Engine {
         }
     }
 
+    /// The transport's fault-injection layer (tests and the server's
+    /// `FLOTILLA.FAULT`); `None` for a node without a listen address.
+    pub fn transport_faults(&self) -> Option<&flotilla_router::transport::Faults> {
+        self.transport.as_ref().map(|t| t.faults())
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> u64 {
         self.config.node_id

@@ -106,6 +106,8 @@ static COMMANDS: &[Spec] = &[
     spec("flotilla.addreplica", 3, ADMIN, NO_KEYS),
     spec("flotilla.removereplica", 3, ADMIN, NO_KEYS),
     spec("flotilla.noforward", 1, ADMIN, NO_KEYS),
+    spec("flotilla.fault", -2, ADMIN, NO_KEYS),
+    spec("flotilla.localscan", 3, ADMIN, NO_KEYS),
 ];
 
 fn lookup(name: &str) -> Option<&'static Spec> {
@@ -185,6 +187,8 @@ async fn dispatch(
             Frame::Array(values)
         }
         "flotilla.scan" => scan(server, session, &args).await,
+        "flotilla.fault" => super::faults::fault(server, &args),
+        "flotilla.localscan" => super::faults::local_scan(server, &args).await,
         "ping" => match args.len() {
             1 => Frame::Simple("PONG".into()),
             2 => Frame::Bulk(args[1].clone()),

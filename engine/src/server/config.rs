@@ -64,6 +64,9 @@ pub struct ServerSettings {
     pub forward_timeout_ms: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_grace_ms: u64,
+    /// Testing only: accept `FLOTILLA.FAULT` (partition this node from
+    /// others, lossy links) and `FLOTILLA.LOCALSCAN` (stale local rows).
+    pub fault_injection: bool,
 }
 
 impl Default for ServerSettings {
@@ -79,6 +82,7 @@ impl Default for ServerSettings {
             scan_rows_max: 100_000,
             forward_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
+            fault_injection: false,
         }
     }
 }
@@ -377,6 +381,10 @@ mod tests {
         let s = ServerSettings::default();
         assert_eq!(server.server.request_bytes_max, s.request_bytes_max);
         assert_eq!(server.server.forward_timeout_ms, s.forward_timeout_ms);
+        assert!(
+            !server.server.fault_injection,
+            "fault injection is off by default"
+        );
         // The commented [[nodes]] example parses too.
         let nodes: String = text
             .lines()

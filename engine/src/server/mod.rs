@@ -6,6 +6,8 @@
 //! - [`commands`]: what each command does, leader forwarding / redirects.
 //! - [`admin`]: the client side used by `flotilla admin`.
 //! - [`metrics_http`]: the `/metrics` endpoint.
+//! - [`faults`]: test hooks (`FLOTILLA.FAULT`, `FLOTILLA.LOCALSCAN`), off by
+//!   default (`server.fault_injection`).
 //!
 //! Every connection handles its requests in order (pipelining works: all
 //! complete requests in the buffer are answered before one flush). A
@@ -16,6 +18,7 @@
 pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod faults;
 pub mod metrics_http;
 pub mod resp;
 
