@@ -36,6 +36,16 @@ pub(crate) enum Effect {
     },
     /// A merge was rolled back.
     Unfrozen { source: RangeDescriptor },
+    /// A membership change applied; `removed_here` when it removed this
+    /// node's replica.
+    Reconfigured {
+        desc: RangeDescriptor,
+        removed_here: bool,
+        /// Leader only: a removed replica that holds the removal entry, to
+        /// be told it is committed (replica, node, index); it would never
+        /// hear otherwise, since the leader stops talking to non-members.
+        tell_removed: Option<(u64, u64, u64)>,
+    },
 }
 
 /// What the apply of one entry needs to see of other local ranges.

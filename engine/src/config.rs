@@ -61,6 +61,13 @@ pub struct EngineConfig {
     /// lives on the first three of them (by id), or all if fewer. Empty:
     /// this node alone.
     pub initial_members: Vec<u64>,
+    /// Voters a range should keep. Removing a voter below this many is
+    /// refused (add the replacement first: a move is add, then remove). 3.
+    pub replication_factor: usize,
+    /// How long an added replica may take to catch up (as a learner)
+    /// before the addition is rolled back. 10 min: about what 10 GiB take
+    /// at the default snapshot rate.
+    pub membership_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -86,6 +93,8 @@ impl EngineConfig {
             listen: None,
             peers: Default::default(),
             initial_members: Vec::new(),
+            replication_factor: 3,
+            membership_timeout: Duration::from_secs(600),
         }
     }
 
@@ -154,6 +163,12 @@ impl EngineConfig {
         }
         if self.request_timeout.is_zero() {
             return fail("request_timeout", "must be positive".into());
+        }
+        if self.replication_factor == 0 {
+            return fail("replication_factor", "must be at least 1".into());
+        }
+        if self.membership_timeout.is_zero() {
+            return fail("membership_timeout", "must be positive".into());
         }
         Ok(())
     }
@@ -228,6 +243,14 @@ impl EngineConfigBuilder {
     }
     pub fn initial_members(mut self, members: Vec<u64>) -> Self {
         self.config.initial_members = members;
+        self
+    }
+    pub fn replication_factor(mut self, voters: usize) -> Self {
+        self.config.replication_factor = voters;
+        self
+    }
+    pub fn membership_timeout(mut self, timeout: Duration) -> Self {
+        self.config.membership_timeout = timeout;
         self
     }
     /// Validate and return the config.

@@ -126,12 +126,18 @@ impl Engine {
     }
 
     async fn wait<T>(&self, rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
-        match tokio::time::timeout(self.config.request_timeout, rx).await {
+        self.wait_for(rx, self.config.request_timeout).await
+    }
+
+    async fn wait_for<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, Error>>,
+        timeout: std::time::Duration,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout(
-                self.config.request_timeout.as_millis() as u64
-            )),
+            Err(_) => Err(Error::Timeout(timeout.as_millis() as u64)),
         }
     }
 
@@ -262,6 +268,57 @@ impl Engine {
     pub async fn merge(&self, left: u64, right: u64) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
         self.submit(Request::Merge { left, right, reply })?;
+        self.wait(rx).await.map(|_| ())
+    }
+
+    /// Add a replica of `range_id` on `node` (run on the range's leader;
+    /// elsewhere the error names the leader). It joins as a learner, is
+    /// caught up by a snapshot, and is promoted to voter; the call returns
+    /// once it is a voter, or fails and rolls back after
+    /// `membership_timeout`. Already a voter there: `Ok` at once.
+    ///
+    /// ```no_run
+    /// # async fn f(engine: &flotilla::Engine) -> Result<(), flotilla::Error> {
+    /// // Move range 1's replica from node 3 to node 4: add, then remove.
+    /// engine.add_replica(1, 4).await?;
+    /// engine.remove_replica(1, 3).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_replica(&self, range_id: u64, node: u64) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::AddReplica {
+            range_id,
+            node,
+            reply,
+        })?;
+        let timeout = self.config.membership_timeout + self.config.request_timeout;
+        self.wait_for(rx, timeout).await.map(|_| ())
+    }
+
+    /// Remove the replica of `range_id` on `node` (run on the leader).
+    /// Refused with [`Error::AdminRefused`] when `node` holds the leader
+    /// (transfer leadership first), when fewer than `replication_factor`
+    /// voters would remain, or when the remaining voters could not form a
+    /// quorum now. The removed node destroys its copy of the range.
+    pub async fn remove_replica(&self, range_id: u64, node: u64) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::RemoveReplica {
+            range_id,
+            node,
+            reply,
+        })?;
+        self.wait(rx).await.map(|_| ())
+    }
+
+    /// Hand the leadership of `range_id` to its replica on `node` (run on
+    /// the current leader). Returns once that replica leads.
+    pub async fn transfer_leader(&self, range_id: u64, node: u64) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::TransferLeader {
+            range_id,
+            node,
+            reply,
+        })?;
         self.wait(rx).await.map(|_| ())
     }
 

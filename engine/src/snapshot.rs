@@ -207,14 +207,9 @@ impl SnapshotSink for EngineSink {
         self.applied.read().get(&range_id).copied()
     }
 
+    /// A snapshot of a range with no replica here may create one (a new
+    /// member); the raft loop decides (see `Node::create_from_snapshot`).
     fn on_staged(&self, snapshot: StagedSnapshot) -> Result<(), SourceError> {
-        if !self.applied.read().contains_key(&snapshot.meta().range_id) {
-            return Err(format!(
-                "no replica of range {} on this node",
-                snapshot.meta().range_id
-            )
-            .into());
-        }
         self.mailbox
             .try_send(Msg::SnapshotStaged(Box::new(snapshot)))
             .map_err(|_| "node mailbox full".into())

@@ -26,5 +26,12 @@ pub struct NodeStats {
     pub ranges_hibernating: u64,
     /// Raft messages for ranges this node does not hold (dropped).
     pub messages_dropped_unknown_range: u64,
+    /// Appends for unknown ranges answered so the leader sends a snapshot
+    /// (how a newly added replica is created).
+    pub unknown_range_probes_answered: u64,
+    /// Membership changes applied (on this node's replicas).
+    pub membership_changes: u64,
+    /// Replicas removed from this node and destroyed.
+    pub replicas_destroyed: u64,
     pub uptime_ms: u64,
 }

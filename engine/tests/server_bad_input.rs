@@ -110,9 +110,10 @@ fn bad_input_yields_errors_and_never_kills_the_server() {
             "-ERR",
         ),
         (
-            bulk_request(&[b"FLOTILLA.TRANSFERLEADER", b"1", b"2"]),
-            "not supported yet",
+            bulk_request(&[b"FLOTILLA.TRANSFERLEADER", b"1", b"x"]),
+            "must be a number",
         ),
+        (bulk_request(&[b"FLOTILLA.ADDREPLICA", b"1", b"2"]), "-ERR"),
         (
             bulk_request(&[b"AUTH", b"pw"]),
             "without any password configured",

@@ -40,6 +40,7 @@ impl<S: LogStore> RaftGroup<S> {
                 self.become_follower(term, NO_REPLICA);
                 return;
             }
+            self.reprobe_silent_followers();
         }
         if self.transfer_target != NO_REPLICA {
             self.ticks_transfer_elapsed += 1;

@@ -16,6 +16,19 @@ use crate::types::{
 impl<S: LogStore> RaftGroup<S> {
     /// Propose a membership change (leader only). Returns its log index.
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Index, Error> {
+        self.propose_conf_change_with_context(change, &[])
+    }
+
+    /// [`RaftGroup::propose_conf_change`] with application context in the
+    /// entry (see [`ConfChange::decode_with_context`]). The application
+    /// may refuse the change when it applies it, by not calling
+    /// [`RaftGroup::apply_conf_change`]; it must decide the same way on
+    /// every replica (from replicated state only).
+    pub fn propose_conf_change_with_context(
+        &mut self,
+        change: ConfChange,
+        context: &[u8],
+    ) -> Result<Index, Error> {
         self.wake();
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
@@ -31,7 +44,8 @@ impl<S: LogStore> RaftGroup<S> {
             });
         }
         self.check_conf_change(&change)?;
-        let index = self.propose_entry(EntryKind::ConfChange, change.encode())?;
+        let index =
+            self.propose_entry(EntryKind::ConfChange, change.encode_with_context(context))?;
         self.pending_conf_index = index;
         Ok(index)
     }
@@ -44,7 +58,6 @@ impl<S: LogStore> RaftGroup<S> {
         let next = self.conf.apply(change)?;
         self.set_conf(next.clone());
         if self.role == Role::Leader {
-            let last = self.log.last_index()?;
             let members: Vec<(ReplicaId, bool)> = next
                 .voters
                 .iter()
@@ -56,7 +69,12 @@ impl<S: LogStore> RaftGroup<S> {
                 if let Some(pr) = self.progress.get_mut(&member) {
                     pr.is_learner = is_learner;
                 } else {
-                    let pr = self.new_progress(last + 1, is_learner);
+                    // A new member holds nothing yet: probing back from the
+                    // end would take a round trip per rejection (and its
+                    // node may have no replica to answer with). Start at
+                    // the beginning, which sends a snapshot at once when the
+                    // log is compacted, or the whole log when it is not.
+                    let pr = self.new_progress(1, is_learner);
                     self.progress.insert(member, pr);
                 }
             }

@@ -97,6 +97,24 @@ impl<S: LogStore> RaftGroup<S> {
     }
 
     /// Heartbeats to every member, starting a new round `seq`.
+    /// A probe that was lost (the follower was down, or its node had no
+    /// replica yet and dropped it) would pause the follower forever: only
+    /// an answer unpauses a probe. Once per election timeout, probe again.
+    pub(crate) fn reprobe_silent_followers(&mut self) {
+        let silent: Vec<ReplicaId> = self
+            .progress
+            .iter()
+            .filter(|(&id, pr)| id != self.id && pr.state == ProgressState::Probe && pr.probe_sent)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in silent {
+            if let Some(pr) = self.progress.get_mut(&id) {
+                pr.probe_sent = false;
+            }
+            self.send_append(id, true);
+        }
+    }
+
     pub(crate) fn broadcast_heartbeat(&mut self, quiesce: bool) {
         self.heartbeat_seq += 1;
         let seq = self.heartbeat_seq;

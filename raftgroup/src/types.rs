@@ -213,6 +213,24 @@ impl ConfChange {
         }
     }
 
+    /// Encodes with an application `context` after the 9-byte change (the
+    /// engine puts the node that hosts the replica there).
+    pub fn encode_with_context(&self, context: &[u8]) -> Bytes {
+        let mut buf = Vec::with_capacity(9 + context.len());
+        buf.extend_from_slice(&self.encode());
+        buf.extend_from_slice(context);
+        Bytes::from(buf)
+    }
+
+    /// Decodes a payload made by [`ConfChange::encode_with_context`] (or
+    /// [`ConfChange::encode`], with an empty context).
+    pub fn decode_with_context(data: &[u8]) -> Result<(ConfChange, &[u8]), ConfChangeError> {
+        if data.len() < 9 {
+            return Err(ConfChangeError::Malformed);
+        }
+        Ok((ConfChange::decode(&data[..9])?, &data[9..]))
+    }
+
     /// The replica the change is about.
     pub fn replica(&self) -> ReplicaId {
         match *self {

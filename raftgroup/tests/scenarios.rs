@@ -959,6 +959,57 @@ fn idle_leader_resends_lost_append() {
     }
 }
 
+/// A follower whose node answers no heartbeats (the engine's case: the
+/// node has no replica of the range yet and drops them) and lost the
+/// leader's first probe is probed again once per election timeout, so it
+/// is caught up as soon as it can answer an append.
+#[test]
+fn leader_reprobes_a_follower_that_never_answered() {
+    let mut net = Net::new(3, |_| {});
+    net.campaign_only(1);
+    net.release(|_| true);
+    // Everything to 3 is lost for a while, and its heartbeats forever.
+    net.deliver_with(|m, _| if m.to == 3 { Fate::Drop } else { Fate::Deliver });
+    let index = net.propose(1, "while-3-is-away");
+    net.deliver_with(|m, _| if m.to == 3 { Fate::Drop } else { Fate::Deliver });
+    assert!(net.g(3).last_index() < index);
+    let heartbeats_dropped = |m: &Message, _: &Net| match m.body {
+        MessageBody::Heartbeat { .. } if m.to == 3 => Fate::Drop,
+        _ => Fate::Deliver,
+    };
+    let timeout = u64::from(net.peers[&1].config.ticks_election_min);
+    let mut caught_up_after = None;
+    for tick in 1..=3 * timeout {
+        net.tick_all();
+        net.deliver_with(heartbeats_dropped);
+        if net.g(3).last_index() == index {
+            caught_up_after = Some(tick);
+            break;
+        }
+    }
+    let ticks = caught_up_after.expect("3 caught up without ever answering a heartbeat");
+    assert!(ticks <= timeout, "took {ticks} ticks, timeout is {timeout}");
+    assert!(net.g(1).is_leader());
+}
+
+/// A member added to an idle group gets everything at once (a snapshot
+/// when the log is compacted), without waiting for new writes.
+#[test]
+fn membership_idle_leader_catches_up_new_learner() {
+    let mut sim = Sim::new(99, 3, Faults::none());
+    let leader = sim_elect(&mut sim);
+    for _ in 0..20 {
+        sim.propose(leader);
+        sim_run(&mut sim, 1);
+    }
+    sim_run(&mut sim, 10);
+    let learner = sim.add_learner().expect("leader accepts the learner");
+    // No writes from here on.
+    sim_run(&mut sim, 30);
+    assert_eq!(sim.applied_payloads(learner), sim.applied_payloads(leader));
+    assert_eq!(sim.applied_payloads(learner).len(), 20);
+}
+
 // ====================================================================
 // 3. Safety (§5.4)
 // ====================================================================
@@ -1333,8 +1384,8 @@ fn membership_learner_catches_up_and_is_promoted() {
     let learner = sim.add_learner().expect("leader accepts the learner");
     assert_eq!(learner, 4, "a fresh id");
     sim_run(&mut sim, 5);
-    // Writes go on while it joins (in an idle group it would never catch
-    // up: see `bug_idle_leader_never_catches_up_new_learner`).
+    // Writes go on while it joins (an idle group catches it up too: see
+    // `membership_idle_leader_catches_up_new_learner`).
     for _ in 0..5 {
         sim.propose(leader).expect("accepted");
         sim_run(&mut sim, 2);
@@ -1376,9 +1427,8 @@ fn membership_learner_catches_up_and_is_promoted() {
     assert_eq!(sim.group(learner).unwrap().last_index(), last);
     assert_eq!(sim.group(leader).unwrap().commit_index(), commit_before);
     sim.heal();
-    // The appends the voters missed are resent when the next write comes
-    // (an idle leader would not resend them: see
-    // `bug_idle_leader_never_resends_lost_append`).
+    // The appends the voters missed are resent (see
+    // `idle_leader_resends_lost_append`); a new write makes it quick.
     sim.propose(leader).expect("accepted");
     sim_run(&mut sim, 10);
     assert_eq!(sim.group(leader).unwrap().commit_index(), last + 1);

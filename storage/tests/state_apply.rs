@@ -176,6 +176,36 @@ fn state_destroy_removes_range_data_and_metadata_only() {
 }
 
 #[test]
+fn destroying_a_replica_leaves_a_tombstone_that_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let mut batch = store.apply_batch();
+        batch.put(7, b"k1", b"v");
+        batch.set_descriptor(7, b"desc-7");
+        batch.set_applied(7, 10, 2);
+        batch.commit().unwrap();
+        assert_eq!(store.tombstone(7).unwrap(), None);
+        store.destroy_replica(7, b"k", b"l", 4).unwrap();
+        assert_eq!(store.tombstone(7).unwrap(), Some(4));
+        assert_eq!(store.range_descriptor(7).unwrap(), None);
+        assert_eq!(store.applied_state(7).unwrap(), None);
+        assert!(store.scan(b"", b"", 10).unwrap().is_empty());
+        // A tombstone alone is not a replica to start.
+        assert!(store.range_ids().unwrap().is_empty());
+    }
+    let store = open(dir.path());
+    assert_eq!(store.tombstone(7).unwrap(), Some(4));
+    assert!(store.range_ids().unwrap().is_empty());
+    // A replica created again later (a new snapshot) is listed again.
+    let mut batch = store.apply_batch();
+    batch.set_descriptor(7, b"desc-7-again");
+    batch.set_applied(7, 20, 3);
+    batch.commit().unwrap();
+    assert_eq!(store.range_ids().unwrap(), vec![7]);
+}
+
+#[test]
 fn state_store_is_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<StateStore>();

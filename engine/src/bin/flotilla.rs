@@ -102,11 +102,14 @@ enum AdminCommand {
     Split { key: String },
     /// Merge range RIGHT into its left neighbour LEFT.
     Merge { left: u64, right: u64 },
-    /// Move a range's leadership to a node (not supported by the engine yet).
+    /// Move a range's leadership to its replica on a node; returns once it leads.
     TransferLeader { range: u64, node: u64 },
-    /// Add a replica of a range on a node (not supported by the engine yet).
+    /// Add a replica of a range on a node: it joins as a learner, catches up
+    /// by snapshot and is promoted to voter; returns once it votes.
     AddReplica { range: u64, node: u64 },
-    /// Remove a range's replica from a node (not supported by the engine yet).
+    /// Remove a range's replica from a node (refused for the leader's node,
+    /// below the replication factor, or without a quorum left); the node
+    /// destroys its copy.
     RemoveReplica { range: u64, node: u64 },
     /// The node's id, addresses and counters.
     Status,

@@ -36,8 +36,11 @@ use crate::peer::{Outcome, Peer, Proposal, ReadWaiter, Reply};
 use crate::stats::NodeStats;
 
 mod admin;
+mod membership;
 mod reads;
 mod snapshots;
+
+use membership::{MembershipJob, TransferJob};
 
 /// Read consistency of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,21 @@ pub(crate) enum Request {
     Merge {
         left: RangeId,
         right: RangeId,
+        reply: Reply,
+    },
+    AddReplica {
+        range_id: RangeId,
+        node: NodeId,
+        reply: Reply,
+    },
+    RemoveReplica {
+        range_id: RangeId,
+        node: NodeId,
+        reply: Reply,
+    },
+    TransferLeader {
+        range_id: RangeId,
+        node: NodeId,
         reply: Reply,
     },
     Ranges {
@@ -138,6 +156,11 @@ pub(crate) struct Node {
     router: Router,
     scans: HashMap<u64, ScanJob>,
     merges: HashMap<RangeId, MergeJob>,
+    membership: HashMap<RangeId, MembershipJob>,
+    transfers: HashMap<RangeId, TransferJob>,
+    /// Unknown ranges whose snapshot could not create a replica here (a
+    /// split not applied yet): no probe answers until the instant passes.
+    unknown_cooldown: HashMap<RangeId, Instant>,
     next_context: u64,
     stats: NodeStats,
     started: Instant,
@@ -185,6 +208,9 @@ impl Node {
             router: Router::new(RangeMap::new()),
             scans: HashMap::new(),
             merges: HashMap::new(),
+            membership: HashMap::new(),
+            transfers: HashMap::new(),
+            unknown_cooldown: HashMap::new(),
             next_context: 1,
             stats: NodeStats::default(),
             started: Instant::now(),
@@ -198,10 +224,13 @@ impl Node {
             node.bootstrap()?;
         }
         for range_id in node.store.range_ids()? {
-            let raw = node
-                .store
-                .range_descriptor(range_id)?
-                .ok_or_else(|| Error::Storage(format!("range {range_id} has no descriptor")))?;
+            let Some(raw) = node.store.range_descriptor(range_id)? else {
+                // A replica being created from a snapshot when the node
+                // stopped: the interrupted apply was rolled back and the
+                // leader will send the snapshot again.
+                tracing::warn!(range_id, "range metadata without a descriptor: not started");
+                continue;
+            };
             let meta = RangeMeta::decode(&raw)
                 .map_err(|e| Error::Storage(format!("range {range_id}: {e}")))?;
             node.start_peer(meta, false, false)?;
@@ -299,6 +328,14 @@ impl Node {
                 Error::Storage(format!("range {range_id} has no replica on this node"))
             })?;
         self.bootstrap_wal_group(&meta.desc)?;
+        // The descriptor is written atomically with the applied index; the
+        // WAL's copy of the configuration may lag it after a crash.
+        let conf = membership::conf_of(&meta.desc);
+        if self.wal.group(range_id).conf_state() != conf {
+            let mut batch = WriteBatch::new();
+            batch.set_conf_state(range_id, conf);
+            self.wal.write(&batch, true)?;
+        }
         let applied = self
             .store
             .applied_state(range_id)?
@@ -384,6 +421,9 @@ impl Node {
                     break;
                 }
             }
+            if result.is_ok() && !(self.membership.is_empty() && self.transfers.is_empty()) {
+                self.drive_admin_jobs();
+            }
             if let Err(e) = result {
                 tracing::error!(error = %e, "storage failure: stopping the node");
                 self.fail_everything(&e);
@@ -421,16 +461,24 @@ impl Node {
         for (_, job) in self.merges.drain() {
             let _ = job.reply.send(Err(error.clone()));
         }
+        for (_, job) in self.membership.drain() {
+            job.fail(error.clone());
+        }
+        for (_, job) in self.transfers.drain() {
+            job.fail(error.clone());
+        }
     }
 
     fn step_messages(&mut self, from: NodeId, messages: Vec<RaftEnvelope>) {
         for envelope in messages {
             let Some(peer) = self.peers.get_mut(&envelope.range_id) else {
                 // Unknown here: a range whose split this node has not
-                // applied yet, or one it no longer holds. Dropping is safe
-                // (the sender retransmits) and never creates an empty
-                // replica that could later conflict with the split.
+                // applied yet, one it no longer holds, or one it is being
+                // added to. Never creates an empty replica that could
+                // conflict with a split: at most it asks for a snapshot,
+                // which creates the replica only if nothing overlaps it.
                 self.stats.messages_dropped_unknown_range += 1;
+                self.answer_unknown(from, &envelope);
                 continue;
             };
             if let flotilla_raftgroup::MessageBody::InstallSnapshot { snapshot } =
@@ -546,6 +594,7 @@ impl Node {
             }
         }
         self.stats.ranges_hibernating = hibernating;
+        self.drive_admin_jobs();
         // The time half of the compaction policy, checked about once a
         // minute of ticks for every range (busy ranges are also checked
         // after each cycle that applied something).
@@ -583,6 +632,21 @@ impl Node {
             } => self.start_scan(start, end, limit, consistency, reply),
             Request::Split { key, reply } => self.start_split(key, reply),
             Request::Merge { left, right, reply } => self.start_merge(left, right, reply),
+            Request::AddReplica {
+                range_id,
+                node,
+                reply,
+            } => self.start_add_replica(range_id, node, reply),
+            Request::RemoveReplica {
+                range_id,
+                node,
+                reply,
+            } => self.start_remove_replica(range_id, node, reply),
+            Request::TransferLeader {
+                range_id,
+                node,
+                reply,
+            } => self.start_transfer_leader(range_id, node, reply),
             Request::Ranges { reply } => {
                 let infos = self
                     .peers
@@ -742,8 +806,22 @@ impl Node {
                 let outcome = match entry.kind {
                     _ if entry.data.is_empty() => Ok(Outcome::Done),
                     EntryKind::ConfChange => {
-                        conf_changes.push((*range_id, entry.data.clone()));
-                        Ok(Outcome::Done)
+                        match Self::apply_membership(
+                            &mut peer,
+                            entry.index,
+                            &entry.data,
+                            &mut apply,
+                            &mut effects,
+                        ) {
+                            Ok(conf) => {
+                                conf_changes.push((*range_id, conf));
+                                Ok(Outcome::Done)
+                            }
+                            Err(e) => {
+                                tracing::warn!(range_id = *range_id, index = entry.index, error = %e, "membership change refused at apply");
+                                Err(e)
+                            }
+                        }
                     }
                     EntryKind::Normal => apply_entry(
                         &mut peer.meta,
@@ -774,8 +852,15 @@ impl Node {
                 }
             }
         }
-        for (range_id, data) in conf_changes {
-            self.apply_conf_change(range_id, &data)?;
+        if !conf_changes.is_empty() {
+            // The descriptors (committed above) are the durable record; this
+            // copy lets the log's configuration follow without a restart.
+            let mut batch = WriteBatch::new();
+            for (range_id, conf) in conf_changes {
+                batch.set_conf_state(range_id, conf);
+                self.stats.membership_changes += 1;
+            }
+            self.wal.write(&batch, false)?;
         }
         for (range_id, index, term, outcome) in replies {
             if let Some(peer) = self.peers.get_mut(&range_id) {
@@ -829,25 +914,6 @@ impl Node {
         Ok(true)
     }
 
-    fn apply_conf_change(&mut self, range_id: RangeId, data: &Bytes) -> Result<(), Error> {
-        let Some(peer) = self.peers.get_mut(&range_id) else {
-            return Ok(());
-        };
-        let change = match ConfChange::decode(data) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(range_id, error = %e, "skipping undecodable configuration change");
-                return Ok(());
-            }
-        };
-        if let Ok(conf) = peer.group.apply_conf_change(&change) {
-            let mut batch = WriteBatch::new();
-            batch.set_conf_state(range_id, conf);
-            self.wal.write(&batch, true)?;
-        }
-        Ok(())
-    }
-
     fn after_apply(&mut self, effect: Effect) -> Result<(), Error> {
         match effect {
             Effect::Split {
@@ -899,6 +965,20 @@ impl Node {
             }
             Effect::Unfrozen { source } => {
                 let _ = self.router.map_mut().update(source);
+            }
+            Effect::Reconfigured {
+                desc,
+                removed_here,
+                tell_removed,
+            } => {
+                let range_id = desc.id;
+                let _ = self.router.map_mut().update(desc);
+                if let Some((replica, node, index)) = tell_removed {
+                    self.tell_removed(range_id, replica, node, index);
+                }
+                if removed_here {
+                    self.destroy_replica(range_id)?;
+                }
             }
         }
         Ok(())

@@ -10,7 +10,7 @@ impl Node {
     pub(super) fn install_staged(&mut self, staged: StagedSnapshot) {
         let range_id = staged.meta().range_id;
         let Some(peer) = self.peers.get(&range_id) else {
-            return;
+            return self.create_from_snapshot(staged);
         };
         if staged.meta().index <= peer.applied.0 {
             return; // Stale: already have it.

@@ -1,9 +1,10 @@
 //! The RESP commands: the Redis subset (GET, SET, DEL, EXISTS, MGET, MSET,
 //! PING, ECHO, INFO, QUIT, AUTH, COMMAND, HELLO, CLIENT, SELECT, CONFIG GET)
 //! and Flotilla's own (`FLOTILLA.SCAN`, `FLOTILLA.RANGES`,
-//! `FLOTILLA.SPLIT`, `FLOTILLA.MERGE`, `FLOTILLA.STATUS`, and the
-//! not-yet-supported `FLOTILLA.TRANSFERLEADER`, `FLOTILLA.ADDREPLICA`,
-//! `FLOTILLA.REMOVEREPLICA`).
+//! `FLOTILLA.SPLIT`, `FLOTILLA.MERGE`, `FLOTILLA.STATUS`,
+//! `FLOTILLA.TRANSFERLEADER`, `FLOTILLA.ADDREPLICA`,
+//! `FLOTILLA.REMOVEREPLICA`; the last three take a range id and a node id
+//! and run on the range's leader like every single-range command).
 //!
 //! Commands that touch one range run through [`route`]: tried on the local
 //! replica; when another node leads the range, proxied to that node's RESP
@@ -157,9 +158,14 @@ async fn dispatch(
     args: Vec<Bytes>,
 ) -> Frame {
     match spec.name {
-        "get" | "set" | "mset" | "flotilla.split" | "flotilla.merge" => {
-            route(server, session, args).await
-        }
+        "get"
+        | "set"
+        | "mset"
+        | "flotilla.split"
+        | "flotilla.merge"
+        | "flotilla.transferleader"
+        | "flotilla.addreplica"
+        | "flotilla.removereplica" => route(server, session, args).await,
         "del" | "exists" => {
             let mut count = 0;
             for key in &args[1..] {
@@ -212,22 +218,12 @@ async fn dispatch(
         "config" => Frame::err("CONFIG: only GET is supported (and returns nothing)"),
         "flotilla.ranges" => ranges(server).await,
         "flotilla.status" => status(server).await,
-        "flotilla.transferleader" => not_supported("leadership transfer"),
-        "flotilla.addreplica" => not_supported("adding a replica"),
-        "flotilla.removereplica" => not_supported("removing a replica"),
         "flotilla.noforward" => {
             session.no_forward = true;
             Frame::ok()
         }
         other => Frame::err(format!("command '{other}' has no handler")),
     }
-}
-
-fn not_supported(what: &str) -> Frame {
-    metrics::counter!("flotilla_server_errors_total", "kind" => "not_supported").increment(1);
-    Frame::err(format!(
-        "not supported yet: {what} is not implemented by the engine"
-    ))
 }
 
 /// Run a single-range command on the range's leader: locally, forwarded
@@ -343,6 +339,16 @@ async fn local(server: &Arc<Server>, args: &[Bytes]) -> Result<Frame, Error> {
             let left = parse_u64(&args[1], "left range id")?;
             let right = parse_u64(&args[2], "right range id")?;
             engine.merge(left, right).await?;
+            Ok(Frame::ok())
+        }
+        "flotilla.transferleader" | "flotilla.addreplica" | "flotilla.removereplica" => {
+            let range_id = parse_u64(&args[1], "range id")?;
+            let node = parse_u64(&args[2], "node id")?;
+            match name.as_str() {
+                "flotilla.transferleader" => engine.transfer_leader(range_id, node).await?,
+                "flotilla.addreplica" => engine.add_replica(range_id, node).await?,
+                _ => engine.remove_replica(range_id, node).await?,
+            }
             Ok(Frame::ok())
         }
         "flotilla.scan" => {

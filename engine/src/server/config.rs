@@ -107,6 +107,8 @@ pub struct EngineSettings {
     pub wal_sync: bool,
     /// "read_index" or "lease".
     pub read_mode: String,
+    pub replication_factor: usize,
+    pub membership_timeout_secs: u64,
 }
 
 impl Default for EngineSettings {
@@ -128,6 +130,8 @@ impl Default for EngineSettings {
             request_timeout_ms: d.request_timeout.as_millis() as u64,
             wal_sync: d.wal_sync,
             read_mode: "read_index".into(),
+            replication_factor: d.replication_factor,
+            membership_timeout_secs: d.membership_timeout.as_secs(),
         }
     }
 }
@@ -262,6 +266,8 @@ impl ServerConfig {
         config.value_bytes_max = e.value_bytes_max;
         config.request_timeout = Duration::from_millis(e.request_timeout_ms);
         config.wal_sync = e.wal_sync;
+        config.replication_factor = e.replication_factor;
+        config.membership_timeout = Duration::from_secs(e.membership_timeout_secs);
         config.read_mode = match e.read_mode.as_str() {
             "read_index" => ReadMode::ReadIndex,
             "lease" => ReadMode::Lease,
@@ -328,6 +334,8 @@ fn toml_field(engine_field: &'static str) -> &'static str {
         "key_bytes_max" => "engine.key_bytes_max",
         "value_bytes_max" => "engine.value_bytes_max",
         "request_timeout" => "engine.request_timeout_ms",
+        "replication_factor" => "engine.replication_factor",
+        "membership_timeout" => "engine.membership_timeout_secs",
         "listen" | "initial_members" => "nodes",
         other => other,
     }

@@ -302,6 +302,11 @@ impl Transport {
         self.shared.stats.snapshot()
     }
 
+    /// Is `node` a known peer (added with [`Transport::add_peer`])?
+    pub fn has_peer(&self, node: NodeId) -> bool {
+        self.shared.peer(node).is_some()
+    }
+
     /// Is there an established connection to `node` right now?
     pub fn is_connected(&self, node: NodeId) -> bool {
         self.shared

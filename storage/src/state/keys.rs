@@ -43,6 +43,9 @@ pub enum RangeField {
     SnapshotApplying = 0x04,
     /// The range lost its data in an interrupted snapshot apply.
     NeedsSnapshot = 0x05,
+    /// The replica was removed from the range at this configuration
+    /// version: older snapshots and messages must not bring it back.
+    Tombstone = 0x06,
 }
 
 impl RangeField {
@@ -53,6 +56,7 @@ impl RangeField {
             0x03 => Some(RangeField::Truncated),
             0x04 => Some(RangeField::SnapshotApplying),
             0x05 => Some(RangeField::NeedsSnapshot),
+            0x06 => Some(RangeField::Tombstone),
             _ => None,
         }
     }

@@ -378,8 +378,8 @@ impl StateStore {
         })
     }
 
-    /// Ids of every range with any metadata here, ascending. The engine
-    /// calls it at start to find its replicas.
+    /// Ids of every range with any metadata here other than a tombstone,
+    /// ascending. The engine calls it at start to find its replicas.
     pub fn range_ids(&self) -> Result<Vec<RangeId>> {
         let (start, end) = keys::all_ranges_meta_bounds();
         let mut opts = ReadOptions::default();
@@ -388,8 +388,8 @@ impl StateStore {
         it.seek(&start);
         let mut ids: Vec<RangeId> = Vec::new();
         while let Some(key) = it.key() {
-            if let Some((id, _)) = keys::parse_range_key(key) {
-                if ids.last() != Some(&id) {
+            if let Some((id, field)) = keys::parse_range_key(key) {
+                if ids.last() != Some(&id) && field != Some(RangeField::Tombstone) {
                     ids.push(id);
                 }
             }
@@ -423,6 +423,30 @@ impl StateStore {
     /// write. Refused while a snapshot is being applied to the range (an
     /// abandoned one is fine: destroying clears it too).
     pub fn destroy_range(&self, range_id: RangeId, start: &[u8], end: &[u8]) -> Result<()> {
+        self.destroy(range_id, start, end, None)
+    }
+
+    /// Removes a replica like [`StateStore::destroy_range`] and, in the
+    /// same fsync'd write, leaves a tombstone: the configuration version at
+    /// which the replica was removed. A snapshot or message of an older
+    /// configuration must not recreate it (see [`StateStore::tombstone`]).
+    pub fn destroy_replica(
+        &self,
+        range_id: RangeId,
+        start: &[u8],
+        end: &[u8],
+        conf_version: u64,
+    ) -> Result<()> {
+        self.destroy(range_id, start, end, Some(conf_version))
+    }
+
+    fn destroy(
+        &self,
+        range_id: RangeId,
+        start: &[u8],
+        end: &[u8],
+        tombstone: Option<u64>,
+    ) -> Result<()> {
         let mut busy = self.inner.busy.lock();
         if busy.get(&range_id) == Some(&WriterState::Writing) {
             return Err(StateError::RangeBusy { range_id });
@@ -430,12 +454,34 @@ impl StateStore {
         let mut batch = WriteBatch::default();
         self.clear_data(&mut batch, start, end)?;
         let (meta_start, meta_end) = keys::range_meta_bounds(range_id);
-        batch.delete_range_cf(self.meta_cf()?, meta_start, meta_end);
+        let meta = self.meta_cf()?;
+        batch.delete_range_cf(meta, meta_start, meta_end);
+        if let Some(version) = tombstone {
+            batch.put_cf(
+                meta,
+                keys::range_key(range_id, RangeField::Tombstone),
+                super::codec::seal(&version.to_le_bytes()),
+            );
+        }
         self.write(batch, true, "destroy range")?;
         busy.remove(&range_id);
         drop(busy);
-        tracing::info!(range_id, "replica data and metadata destroyed");
+        tracing::info!(range_id, ?tombstone, "replica data and metadata destroyed");
         Ok(())
+    }
+
+    /// The configuration version at which this node's replica of the range
+    /// was removed, if it was.
+    pub fn tombstone(&self, range_id: RangeId) -> Result<Option<u64>> {
+        let key = keys::range_key(range_id, RangeField::Tombstone);
+        let Some(raw) = self.get_meta(&key, "read tombstone")? else {
+            return Ok(None);
+        };
+        let payload = super::codec::unseal("tombstone", &raw)?;
+        let mut reader = super::codec::Decoder::new("tombstone", payload);
+        let version = reader.u64()?;
+        reader.finish()?;
+        Ok(Some(version))
     }
 
     /// Rolls back every snapshot apply that was interrupted (its marker is
