@@ -264,3 +264,64 @@ fn an_addition_that_cannot_catch_up_is_rolled_back() {
         cluster.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_replica_removed_while_down_is_destroyed_when_it_returns_and_can_be_added_back() {
+    if std::env::var("DEBUG_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let mut cluster = Cluster::start_with(3, dir.path(), TICK, |c| {
+            c.replication_factor = 2;
+            c.log_compact_entries = 30;
+            c.membership_timeout = Duration::from_secs(20);
+        })
+        .unwrap();
+        for i in 0..100 {
+            cluster.put(format!("k{i:03}"), "old").await.unwrap();
+        }
+        let leader = cluster.leader_of(b"k").await.expect("a leader");
+        let victim = (1..=3).find(|&n| n != leader).unwrap();
+        let engine = cluster.node_handle(leader).unwrap();
+        // Down while it is removed: it never hears of its removal.
+        cluster.stop(victim).await.unwrap();
+        engine.remove_replica(1, victim).await.unwrap();
+        for i in 0..100 {
+            cluster.put(format!("k{i:03}"), "new").await.unwrap();
+        }
+        // Back with its old replica: the others tell it it is no member.
+        cluster.restart(victim).unwrap();
+        let back = cluster.node_handle(victim).unwrap();
+        eventually(
+            "the stale replica to be destroyed",
+            Duration::from_secs(20),
+            || {
+                let back = back.clone();
+                async move { back.ranges().await.map(|r| r.is_empty()).unwrap_or(false) }
+            },
+        )
+        .await;
+        assert_eq!(back.stats().await.unwrap().replicas_destroyed, 1);
+        // Added back: a new replica, caught up by snapshot, with the new data.
+        engine.add_replica(1, victim).await.unwrap();
+        eventually(
+            "the re-added replica to hold the new data",
+            Duration::from_secs(20),
+            || {
+                let back = back.clone();
+                async move {
+                    back.get_with("k099", Consistency::Stale)
+                        .await
+                        .ok()
+                        .flatten()
+                        == Some(Bytes::from("new"))
+                }
+            },
+        )
+        .await;
+        cluster.close().await.unwrap();
+    });
+}

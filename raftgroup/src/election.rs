@@ -434,6 +434,7 @@ impl<S: LogStore> RaftGroup<S> {
                 self.leader = message.from;
                 self.handle_snapshot(message)
             }
+            MessageBody::NotMember => Ok(()),
             MessageBody::TimeoutNow => {
                 if self.is_promotable() {
                     // The leader hands over: campaign now, skipping pre-vote

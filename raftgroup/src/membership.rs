@@ -76,6 +76,9 @@ impl<S: LogStore> RaftGroup<S> {
                     // log is compacted, or the whole log when it is not.
                     let pr = self.new_progress(1, is_learner);
                     self.progress.insert(member, pr);
+                    // Now: a member whose node has no replica yet answers
+                    // no heartbeat, so nothing else would start it.
+                    self.send_append(member, true);
                 }
             }
             if self.transfer_target != NO_REPLICA && !next.is_voter(self.transfer_target) {

@@ -96,15 +96,19 @@ impl<S: LogStore> RaftGroup<S> {
         true
     }
 
-    /// Heartbeats to every member, starting a new round `seq`.
     /// A probe that was lost (the follower was down, or its node had no
     /// replica yet and dropped it) would pause the follower forever: only
-    /// an answer unpauses a probe. Once per election timeout, probe again.
+    /// an answer unpauses a probe, and a follower that answers no
+    /// heartbeat never triggers one. Once per election timeout, probe
+    /// every follower in probe state that is behind.
     pub(crate) fn reprobe_silent_followers(&mut self) {
+        let last = self.log.last_index().unwrap_or(0);
         let silent: Vec<ReplicaId> = self
             .progress
             .iter()
-            .filter(|(&id, pr)| id != self.id && pr.state == ProgressState::Probe && pr.probe_sent)
+            .filter(|(&id, pr)| {
+                id != self.id && pr.state == ProgressState::Probe && pr.matched < last
+            })
             .map(|(&id, _)| id)
             .collect();
         for id in silent {
@@ -115,6 +119,7 @@ impl<S: LogStore> RaftGroup<S> {
         }
     }
 
+    /// Heartbeats to every member, starting a new round `seq`.
     pub(crate) fn broadcast_heartbeat(&mut self, quiesce: bool) {
         self.heartbeat_seq += 1;
         let seq = self.heartbeat_seq;

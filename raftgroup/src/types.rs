@@ -339,6 +339,11 @@ pub enum MessageBody {
     /// `index`. `index == 0` means the leader refused (e.g. it is not yet
     /// able to serve reads); the follower retries later.
     ReadIndexResponse { context: Bytes, index: Index },
+    /// For the application, not Raft: the sender's applied configuration
+    /// does not include the receiver, which must have been removed without
+    /// learning it (it was down or cut off when the removal committed).
+    /// Raft ignores it; the application destroys the receiving replica.
+    NotMember,
 }
 
 impl MessageBody {
@@ -355,6 +360,7 @@ impl MessageBody {
             MessageBody::HeartbeatResponse { .. } => "heartbeat_response",
             MessageBody::InstallSnapshot { .. } => "snapshot",
             MessageBody::TimeoutNow => "timeout_now",
+            MessageBody::NotMember => "not_member",
             MessageBody::ReadIndex { .. } => "read_index",
             MessageBody::ReadIndexResponse { .. } => "read_index_response",
         }

@@ -95,6 +95,7 @@ fn body_strategy() -> impl Strategy<Value = MessageBody> {
                 }
             }),
         Just(MessageBody::TimeoutNow),
+        Just(MessageBody::NotMember),
         bytes_strategy().prop_map(|context| MessageBody::ReadIndex { context }),
         (bytes_strategy(), any::<u64>())
             .prop_map(|(context, index)| MessageBody::ReadIndexResponse { context, index }),

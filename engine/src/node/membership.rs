@@ -625,6 +625,7 @@ impl Node {
         network
             .transport
             .send(node, RaftEnvelope { range_id, message });
+        network.transport.flush();
     }
 
     /// This node's replica was removed from its range: fail what waits on
@@ -656,9 +657,63 @@ impl Node {
         Ok(())
     }
 
+    /// Garbage collection of replicas removed without learning it. Returns
+    /// whether the message was handled here (not for Raft):
+    /// - `NotMember` to our replica: another member says we are removed;
+    ///   destroy the replica.
+    /// - A vote request from a replica outside our applied descriptor
+    ///   whose log ends at or below our applied index: it cannot be a
+    ///   member added after what we applied (its log would hold that
+    ///   addition, past our applied index; and a new member is a learner
+    ///   until promoted, which never campaigns), so it was removed. Tell it.
+    pub(super) fn not_a_member(&mut self, from: NodeId, envelope: &RaftEnvelope) -> bool {
+        let range_id = envelope.range_id;
+        let message = &envelope.message;
+        let Some(peer) = self.peers.get(&range_id) else {
+            return false;
+        };
+        match message.body {
+            MessageBody::NotMember => {
+                tracing::warn!(
+                    range_id,
+                    from,
+                    "this replica was removed from its range: destroying it"
+                );
+                if let Err(e) = self.destroy_replica(range_id) {
+                    tracing::error!(range_id, error = %e, "cannot destroy a removed replica");
+                }
+                true
+            }
+            MessageBody::RequestVote { last_index, .. }
+                if peer.meta.desc.replica(message.from).is_none()
+                    && last_index <= peer.applied.0 =>
+            {
+                if let Some(network) = &self.network {
+                    let reply = flotilla_raftgroup::Message {
+                        from: peer.replica_id,
+                        to: message.from,
+                        term: message.term,
+                        body: MessageBody::NotMember,
+                    };
+                    network.transport.send(
+                        from,
+                        RaftEnvelope {
+                            range_id,
+                            message: reply,
+                        },
+                    );
+                    // Nothing leaves before a flush, and this range may
+                    // have no cycle coming.
+                    network.transport.flush();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A message for a range this node has no replica of. If this node
-    /// may be about to get one (it is not a tombstoned replica and the range
-    /// is not in its split cool-down), answer an append with a rejection
+    /// may be about to get one (the range is not in its cool-down), answer an append with a rejection
     /// that points the leader at index 0: the leader then sends a snapshot,
     /// from which the replica is created. Heartbeats are never answered: an
     /// answer would count toward the leader's lease for a replica that does
@@ -673,10 +728,9 @@ impl Node {
                 return;
             }
         }
-        match self.store.tombstone(envelope.range_id) {
-            Ok(None) => {}
-            _ => return,
-        }
+        // A tombstone does not stop the answer: the replica may be added
+        // back with a new id. The snapshot that follows is checked against
+        // it (`create_from_snapshot`).
         let Some(network) = &self.network else {
             return;
         };
@@ -698,6 +752,7 @@ impl Node {
                 message: reply,
             },
         );
+        network.transport.flush();
         self.stats.unknown_range_probes_answered += 1;
     }
 

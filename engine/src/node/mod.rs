@@ -168,6 +168,10 @@ pub(crate) struct Node {
     /// For tasks that report back to the raft loop.
     mailbox: Sender<Msg>,
     ticks: u64,
+    /// When the loop last handled a tick, and until when leases are not
+    /// trusted after a gap (see `lease_clock_ok`).
+    last_tick_at: Instant,
+    lease_blocked_until: Option<Instant>,
     /// Applied index per local range, read by the snapshot receiver.
     applied_shared: Arc<RwLock<HashMap<RangeId, u64>>>,
 }
@@ -217,6 +221,8 @@ impl Node {
             network,
             mailbox,
             ticks: 0,
+            last_tick_at: Instant::now(),
+            lease_blocked_until: None,
             applied_shared,
         };
         // The id counter starts at 1: taking id 1 marks the first open.
@@ -481,6 +487,20 @@ impl Node {
                 self.answer_unknown(from, &envelope);
                 continue;
             };
+            if envelope.message.to != peer.replica_id {
+                // For another replica of this range on this node: ours is
+                // stale (removed without knowing). Make sure it ticks, so it
+                // campaigns and learns that it is no member (see below).
+                peer.group.wake_up();
+                self.stats.messages_dropped_unknown_range += 1;
+                continue;
+            }
+            if self.not_a_member(from, &envelope) {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(&envelope.range_id) else {
+                continue;
+            };
             if let flotilla_raftgroup::MessageBody::InstallSnapshot { snapshot } =
                 &envelope.message.body
             {
@@ -577,6 +597,9 @@ impl Node {
     /// followers hold everything tells them to hibernate too (no more ticks
     /// or heartbeats until a proposal, a message or a node failure).
     fn tick(&mut self) {
+        let now = Instant::now();
+        self.note_tick_gap(now);
+        self.last_tick_at = now;
         let mut hibernating = 0;
         for peer in self.peers.values_mut() {
             if peer.group.is_quiescent() {

@@ -85,7 +85,10 @@ impl Node {
             self.read_failed(waiter, error);
             return;
         }
-        if self.config.read_mode == ReadMode::Lease {
+        if self.config.read_mode == ReadMode::Lease && self.lease_clock_ok() {
+            let Some(peer) = self.peers.get_mut(&range_id) else {
+                return;
+            };
             if let Some(index) = peer.group.lease_read_index() {
                 peer.reads_confirmed.push((index, waiter));
                 self.serve_confirmed_reads(range_id);
@@ -94,6 +97,9 @@ impl Node {
         }
         let context = self.next_context;
         self.next_context += 1;
+        let Some(peer) = self.peers.get_mut(&range_id) else {
+            return;
+        };
         match peer
             .group
             .read_index(Bytes::copy_from_slice(&context.to_le_bytes()))
@@ -102,6 +108,26 @@ impl Node {
                 peer.reads_unconfirmed.insert(context, waiter);
             }
             Err(e) => self.read_failed(waiter, e.into()),
+        }
+    }
+
+    /// Leases are counted in Raft ticks, which stand still while this
+    /// process does (SIGSTOP, a VM pause, a stalled loop) while the other
+    /// nodes' clocks run on and elect a new leader. After a gap of more
+    /// than two ticks, no lease is trusted for an election timeout of real
+    /// time: by then every lease granted before the gap has expired on the
+    /// voters' clocks too, and reads go through ReadIndex meanwhile.
+    pub(super) fn lease_clock_ok(&mut self) -> bool {
+        let now = Instant::now();
+        self.note_tick_gap(now);
+        self.lease_blocked_until.is_none_or(|until| now >= until)
+    }
+
+    /// Start a lease blackout if the loop has not ticked for too long.
+    pub(super) fn note_tick_gap(&mut self, now: Instant) {
+        if now.duration_since(self.last_tick_at) > self.config.tick * 2 {
+            let blackout = self.config.tick * self.config.raft.ticks_election_max;
+            self.lease_blocked_until = Some(now + blackout);
         }
     }
 

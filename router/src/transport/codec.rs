@@ -50,6 +50,7 @@ const BODY_INSTALL_SNAPSHOT: u8 = 7;
 const BODY_TIMEOUT_NOW: u8 = 8;
 const BODY_READ_INDEX: u8 = 9;
 const BODY_READ_INDEX_RESPONSE: u8 = 10;
+const BODY_NOT_MEMBER: u8 = 11;
 
 const HEARTBEAT_FLAG_RESPONSE: u8 = 1;
 const HEARTBEAT_FLAG_QUIESCE: u8 = 2;
@@ -434,6 +435,7 @@ fn put_envelope(out: &mut BytesMut, env: &RaftEnvelope) {
             put_bytes(out, &snapshot.data);
         }
         MessageBody::TimeoutNow => out.put_u8(BODY_TIMEOUT_NOW),
+        MessageBody::NotMember => out.put_u8(BODY_NOT_MEMBER),
         MessageBody::ReadIndex { context } => {
             out.put_u8(BODY_READ_INDEX);
             put_bytes(out, context);
@@ -670,6 +672,7 @@ impl Reader {
                 }
             }
             BODY_TIMEOUT_NOW => MessageBody::TimeoutNow,
+            BODY_NOT_MEMBER => MessageBody::NotMember,
             BODY_READ_INDEX => MessageBody::ReadIndex {
                 context: self.bytes("read context")?,
             },
