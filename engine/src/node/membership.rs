@@ -193,6 +193,38 @@ impl Node {
         Ok(())
     }
 
+    /// Answer at once (nothing to do, or refused), or track the change
+    /// until it completes.
+    fn begin_membership_job(
+        &mut self,
+        range_id: RangeId,
+        node: NodeId,
+        started: Result<Option<(ReplicaId, Phase)>, Error>,
+        reply: Reply,
+    ) {
+        match started {
+            Ok(None) => {
+                let _ = reply.send(Ok(Outcome::Done));
+            }
+            Ok(Some((replica, phase))) => {
+                tracing::info!(range_id, node, replica, ?phase, "membership change started");
+                self.membership.insert(
+                    range_id,
+                    MembershipJob {
+                        node,
+                        replica,
+                        phase,
+                        deadline: Instant::now() + self.config.membership_timeout,
+                        reply,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
     /// Add a replica of `range_id` on `node`: a learner first, a voter once
     /// it caught up. Adding a replica the node already has as a learner
     /// resumes its promotion; as a voter, it is already done.
@@ -237,27 +269,7 @@ impl Node {
                 .map_err(|e| admin_error(peer, e))?;
             Ok(Some((replica, Phase::AddLearner { index })))
         })();
-        match result {
-            Ok(None) => {
-                let _ = reply.send(Ok(Outcome::Done));
-            }
-            Ok(Some((replica, phase))) => {
-                tracing::info!(range_id, node, replica, ?phase, "adding a replica");
-                self.membership.insert(
-                    range_id,
-                    MembershipJob {
-                        node,
-                        replica,
-                        phase,
-                        deadline: Instant::now() + self.config.membership_timeout,
-                        reply,
-                    },
-                );
-            }
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
-        }
+        self.begin_membership_job(range_id, node, result, reply);
     }
 
     /// Remove the replica of `range_id` on `node`. Refused for the leader's
@@ -317,27 +329,7 @@ impl Node {
                 .map_err(|e| admin_error(peer, e))?;
             Ok(Some((target.replica_id, Phase::Remove { index })))
         })();
-        match result {
-            Ok(None) => {
-                let _ = reply.send(Ok(Outcome::Done));
-            }
-            Ok(Some((replica, phase))) => {
-                tracing::info!(range_id, node, replica, "removing a replica");
-                self.membership.insert(
-                    range_id,
-                    MembershipJob {
-                        node,
-                        replica,
-                        phase,
-                        deadline: Instant::now() + self.config.membership_timeout,
-                        reply,
-                    },
-                );
-            }
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
-        }
+        self.begin_membership_job(range_id, node, result, reply);
     }
 
     /// Hand the leadership of `range_id` to its replica on `node`; answered

@@ -142,6 +142,17 @@ struct ScanJob {
     reply: oneshot::Sender<Result<Vec<(Bytes, Bytes)>, Error>>,
 }
 
+/// Vote requests that arrived for a range before this node created it.
+struct EarlyVotes {
+    since: Instant,
+    messages: Vec<(NodeId, RaftEnvelope)>,
+}
+
+/// Bounds of the early vote buffer: ranges, messages per range, age.
+const EARLY_VOTE_RANGES_MAX: usize = 4096;
+const EARLY_VOTES_PER_RANGE_MAX: usize = 8;
+const EARLY_VOTE_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A merge this node started: waiting for the source to freeze.
 struct MergeJob {
     target: RangeId,
@@ -161,6 +172,8 @@ pub(crate) struct Node {
     /// Unknown ranges whose snapshot could not create a replica here (a
     /// split not applied yet): no probe answers until the instant passes.
     unknown_cooldown: HashMap<RangeId, Instant>,
+    /// Vote requests for ranges not (yet) here, kept briefly.
+    early_votes: HashMap<RangeId, EarlyVotes>,
     next_context: u64,
     stats: NodeStats,
     started: Instant,
@@ -215,6 +228,7 @@ impl Node {
             membership: HashMap::new(),
             transfers: HashMap::new(),
             unknown_cooldown: HashMap::new(),
+            early_votes: HashMap::new(),
             next_context: 1,
             stats: NodeStats::default(),
             started: Instant::now(),
@@ -384,6 +398,14 @@ impl Node {
                 compacted_at: Instant::now(),
             },
         );
+        // Vote requests that came before the range existed here (a split
+        // this node applied after the parent's leader did): a late
+        // delivery, which Raft tolerates, instead of an election timeout.
+        if let Some(early) = self.early_votes.remove(&range_id) {
+            for (from, envelope) in early.messages {
+                self.step_messages(from, vec![envelope]);
+            }
+        }
         Ok(())
     }
 
@@ -485,6 +507,7 @@ impl Node {
                 // which creates the replica only if nothing overlaps it.
                 self.stats.messages_dropped_unknown_range += 1;
                 self.answer_unknown(from, &envelope);
+                self.keep_early_vote(from, envelope);
                 continue;
             };
             if envelope.message.to != peer.replica_id {
@@ -514,6 +537,35 @@ impl Node {
             if let Err(e) = peer.group.step(envelope.message) {
                 tracing::debug!(range_id = envelope.range_id, from, error = %e, "message refused");
             }
+        }
+    }
+
+    /// Keep a vote request for a range this node does not hold, in case a
+    /// split is about to create it here (bounded; see `EARLY_VOTE_*`).
+    fn keep_early_vote(&mut self, from: NodeId, envelope: RaftEnvelope) {
+        if !matches!(
+            envelope.message.body,
+            flotilla_raftgroup::MessageBody::RequestVote { .. }
+        ) {
+            return;
+        }
+        let now = Instant::now();
+        if self.early_votes.len() >= EARLY_VOTE_RANGES_MAX {
+            self.early_votes
+                .retain(|_, e| now.duration_since(e.since) < EARLY_VOTE_AGE_MAX);
+            if self.early_votes.len() >= EARLY_VOTE_RANGES_MAX {
+                return;
+            }
+        }
+        let entry = self
+            .early_votes
+            .entry(envelope.range_id)
+            .or_insert_with(|| EarlyVotes {
+                since: now,
+                messages: Vec::new(),
+            });
+        if entry.messages.len() < EARLY_VOTES_PER_RANGE_MAX {
+            entry.messages.push((from, envelope));
         }
     }
 
@@ -621,6 +673,10 @@ impl Node {
         // The time half of the compaction policy, checked about once a
         // minute of ticks for every range (busy ranges are also checked
         // after each cycle that applied something).
+        if !self.early_votes.is_empty() {
+            self.early_votes
+                .retain(|_, e| now.duration_since(e.since) < EARLY_VOTE_AGE_MAX);
+        }
         self.ticks += 1;
         if self.ticks % 600 == 0 {
             let all: Vec<RangeId> = self.peers.keys().copied().collect();

@@ -691,6 +691,12 @@ pub(crate) async fn status_pairs(server: &Server) -> Result<Vec<(&'static str, u
             "messages_dropped_unknown_range",
             stats.messages_dropped_unknown_range,
         ),
+        (
+            "unknown_range_probes_answered",
+            stats.unknown_range_probes_answered,
+        ),
+        ("membership_changes", stats.membership_changes),
+        ("replicas_destroyed", stats.replicas_destroyed),
     ])
 }
 
