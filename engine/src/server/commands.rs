@@ -232,16 +232,36 @@ async fn route(server: &Arc<Server>, session: &Session, args: Vec<Bytes>) -> Fra
     let settings = &server.config.server;
     let deadline = Instant::now() + Duration::from_millis(settings.forward_timeout_ms);
     let mut backoff = Duration::from_millis(5);
+    // A node holding no replica of the key's range asks the others in
+    // turn; one that knows the leader answers MOVED, followed next.
+    let me = server.engine.node_id();
+    let others: Vec<u64> = server
+        .config
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|&id| id != me)
+        .collect();
+    let mut asked = 0usize;
+    let mut hint: Option<u64> = None;
     loop {
         let error = match local(server, &args).await {
             Ok(frame) => return frame,
             Err(e) => e,
         };
+        let not_here = matches!(error, Error::RangeNotFound(_))
+            && !session.no_forward
+            && settings.follower_requests == FollowerRequests::Forward;
         let leader_elsewhere = match &error {
             Error::NotLeader {
                 leader: Some(leader),
                 ..
-            } if leader.node_id != server.engine.node_id() => Some(leader.node_id),
+            } if leader.node_id != me => Some(leader.node_id),
+            _ if not_here && asked < 3 * others.len() => {
+                asked += 1;
+                hint.take()
+                    .or_else(|| others.get((asked - 1) % others.len()).copied())
+            }
             _ => None,
         };
         let retry = match leader_elsewhere {
@@ -255,10 +275,14 @@ async fn route(server: &Arc<Server>, session: &Session, args: Vec<Bytes>) -> Fra
             Some(node) => {
                 metrics::counter!("flotilla_server_forwarded_total").increment(1);
                 match forward(server, node, &args, deadline).await {
-                    // The leader moved again or is being elected: retry.
-                    Ok(Frame::Error(e)) if e.starts_with("MOVED") || e.starts_with("TRYAGAIN") => {
+                    // The leader moved again or is being elected: retry
+                    // (a node asked for lack of a replica here names it).
+                    Ok(Frame::Error(e)) if e.starts_with("MOVED") => {
+                        hint = moved_to(server, &e);
                         true
                     }
+                    Ok(Frame::Error(e)) if e.starts_with("TRYAGAIN") => true,
+                    Ok(Frame::Error(e)) if not_here && e.contains("range not found") => true,
                     Ok(frame) => return frame,
                     // A write that may have reached the leader is not
                     // resent: its outcome is unknown, like a timeout.
@@ -290,6 +314,17 @@ async fn route(server: &Arc<Server>, session: &Session, args: Vec<Bytes>) -> Fra
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(100));
     }
+}
+
+/// The node a `MOVED <range> <host:port>` reply points at.
+fn moved_to(server: &Server, reply: &str) -> Option<u64> {
+    let addr: std::net::SocketAddr = reply.split_whitespace().nth(2)?.parse().ok()?;
+    server
+        .config
+        .nodes
+        .iter()
+        .find(|n| n.client == addr)
+        .map(|n| n.id)
 }
 
 /// A single-range command on the local replica.
