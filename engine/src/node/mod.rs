@@ -673,6 +673,9 @@ impl Node {
         // The time half of the compaction policy, checked about once a
         // minute of ticks for every range (busy ranges are also checked
         // after each cycle that applied something).
+        if !self.unknown_cooldown.is_empty() {
+            self.unknown_cooldown.retain(|_, until| *until > now);
+        }
         if !self.early_votes.is_empty() {
             self.early_votes
                 .retain(|_, e| now.duration_since(e.since) < EARLY_VOTE_AGE_MAX);
