@@ -165,7 +165,8 @@ impl SnapshotSource for RangeSnapshotSource {
 
 /// Apply a staged snapshot to the state store (clears the range, writes
 /// the chunks, sets the applied index and descriptor atomically at the
-/// end). Returns its header.
+/// end). Returns its header. On any failure the writer is aborted, so the
+/// range is not left busy and a later snapshot can be applied.
 pub(crate) fn apply_staged(
     store: &StateStore,
     staged: &StagedSnapshot,
@@ -174,25 +175,59 @@ pub(crate) fn apply_staged(
     let mut reader = staged.reader().map_err(|e| fail(&e))?;
     let header = RangeSnapshotHeader::decode(&reader.header().map_err(|e| fail(&e))?)?;
     let mut writer = store.snapshot_writer(header.storage.clone())?;
-    loop {
-        let Some(chunk) = reader.next_chunk().map_err(|e| fail(&e))? else {
-            let _ = writer.abort();
-            return Err(Error::Storage(
-                "staged snapshot ended without a trailer".into(),
-            ));
-        };
-        match chunk.first() {
-            Some(&CHUNK_DATA) => writer.write_chunk(&SnapshotChunk::decode(&chunk[1..])?)?,
-            Some(&CHUNK_TRAILER) => {
-                writer.finish(&SnapshotTrailer::decode(&chunk[1..])?)?;
-                return Ok(header);
-            }
-            _ => {
-                let _ = writer.abort();
-                return Err(Error::Storage("staged snapshot: unknown chunk kind".into()));
+    let mut write_all = || -> Result<SnapshotTrailer, Error> {
+        loop {
+            let Some(chunk) = reader.next_chunk().map_err(|e| fail(&e))? else {
+                return Err(Error::Storage(
+                    "staged snapshot ended without a trailer".into(),
+                ));
+            };
+            match chunk.first() {
+                Some(&CHUNK_DATA) => {
+                    // The transfer splits a source chunk larger than its
+                    // chunk size into raw pieces: join them back.
+                    let mut frame = BytesMut::from(&chunk[1..]);
+                    let need = data_frame_len(&frame)?;
+                    while frame.len() < need {
+                        let Some(more) = reader.next_chunk().map_err(|e| fail(&e))? else {
+                            return Err(Error::Storage(
+                                "staged snapshot ended inside a chunk".into(),
+                            ));
+                        };
+                        frame.extend_from_slice(&more);
+                    }
+                    writer.write_chunk(&SnapshotChunk::decode(&frame)?)?;
+                }
+                Some(&CHUNK_TRAILER) => return Ok(SnapshotTrailer::decode(&chunk[1..])?),
+                _ => return Err(Error::Storage("staged snapshot: unknown chunk kind".into())),
             }
         }
+    };
+    match write_all() {
+        Ok(trailer) => {
+            writer.finish(&trailer)?;
+            Ok(header)
+        }
+        Err(e) => {
+            let _ = writer.abort();
+            Err(e)
+        }
     }
+}
+
+/// Length of a storage chunk frame (`[magic 4][seq 8][len 4][crc 4][data]`)
+/// from its first bytes.
+fn data_frame_len(start: &[u8]) -> Result<usize, Error> {
+    const HEADER: usize = 20;
+    if start.len() < HEADER {
+        return Err(Error::Storage(format!(
+            "staged snapshot: chunk piece of {} bytes is shorter than a chunk header",
+            start.len()
+        )));
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&start[12..16]);
+    Ok(HEADER + u32::from_le_bytes(len) as usize)
 }
 
 /// The receiving side as the router's scheduler sees it.

@@ -289,9 +289,16 @@ fn a_replica_removed_while_down_is_destroyed_when_it_returns_and_can_be_added_ba
         // Down while it is removed: it never hears of its removal.
         cluster.stop(victim).await.unwrap();
         engine.remove_replica(1, victim).await.unwrap();
+        // Enough data that the snapshot's chunks are split by the transfer
+        // (1 MiB pieces), and one value larger than a chunk by itself.
         for i in 0..100 {
             cluster.put(format!("k{i:03}"), "new").await.unwrap();
+            cluster
+                .put(format!("pad{i:03}"), vec![b'p'; 64 << 10])
+                .await
+                .unwrap();
         }
+        cluster.put("huge", vec![b'h'; 3 << 20]).await.unwrap();
         // Back with its old replica: the others tell it it is no member.
         cluster.restart(victim).unwrap();
         let back = cluster.node_handle(victim).unwrap();
@@ -318,6 +325,13 @@ fn a_replica_removed_while_down_is_destroyed_when_it_returns_and_can_be_added_ba
                         .ok()
                         .flatten()
                         == Some(Bytes::from("new"))
+                        && back
+                            .get_with("huge", Consistency::Stale)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|v| v.len())
+                            == Some(3 << 20)
                 }
             },
         )
