@@ -57,7 +57,11 @@ impl Engine {
         let closed = Arc::new(AtomicBool::new(false));
         let raft = std::thread::Builder::new()
             .name(format!("flotilla-raft-{}", config.node_id))
-            .spawn(move || node.run(inbox))
+            .spawn({
+                // Every log line of the raft thread names its node.
+                let span = tracing::info_span!("node", node_id = config.node_id);
+                move || span.in_scope(|| node.run(inbox))
+            })
             .map_err(|e| Error::Storage(format!("cannot start the raft thread: {e}")))?;
         // One timer for the whole node; ticks reach only awake groups.
         let ticker_mailbox = mailbox.clone();

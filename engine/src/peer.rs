@@ -31,6 +31,27 @@ pub(crate) struct Proposal {
     pub index: Index,
     pub term: Term,
     pub reply: Reply,
+    /// For the commit-latency histogram.
+    pub proposed_at: Instant,
+}
+
+impl Proposal {
+    pub(crate) fn new(index: Index, term: Term, reply: Reply) -> Proposal {
+        Proposal {
+            index,
+            term,
+            reply,
+            proposed_at: Instant::now(),
+        }
+    }
+}
+
+/// When the cycle that applied a batch of entries saw them committed and
+/// when their state-store write finished.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ApplyTiming {
+    pub committed_at: Instant,
+    pub applied_at: Instant,
 }
 
 /// What to do once a read is safe.
@@ -56,6 +77,8 @@ pub(crate) struct Peer {
     pub reads_confirmed: Vec<(Index, ReadWaiter)>,
     pub applied: (Index, Term),
     pub compacted_at: Instant,
+    /// The leader the last Ready reported (to count leader changes).
+    pub leader_seen: ReplicaId,
 }
 
 impl Peer {
@@ -77,7 +100,13 @@ impl Peer {
 
     /// Resolve proposals up to the applied entry (`index`, `term`) with
     /// `result`; earlier ones whose entries were replaced get "not leader".
-    pub(crate) fn resolve(&mut self, index: Index, term: Term, result: Result<Outcome, Error>) {
+    pub(crate) fn resolve(
+        &mut self,
+        index: Index,
+        term: Term,
+        result: Result<Outcome, Error>,
+        timing: ApplyTiming,
+    ) {
         while let Some(front) = self.proposals.front() {
             if front.index > index {
                 return;
@@ -86,6 +115,12 @@ impl Peer {
                 return;
             };
             let outcome = if proposal.index == index && proposal.term == term {
+                // The commit is seen by the cycle after the quorum's acks,
+                // so this is an upper bound by at most one cycle.
+                let commit = timing
+                    .committed_at
+                    .saturating_duration_since(proposal.proposed_at);
+                metrics::histogram!("flotilla_raft_commit_seconds").record(commit.as_secs_f64());
                 result.clone()
             } else {
                 // Its entry was overwritten by another leader's: definitely

@@ -1,6 +1,8 @@
 //! Counters of a node's work, for the demo, tests and status pages (the
 //! same numbers also go to the `metrics` registry).
 
+use flotilla_raftgroup::{Ready, ReplicaId, Role, NO_REPLICA};
+
 /// What a node has done since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeStats {
@@ -33,5 +35,54 @@ pub struct NodeStats {
     pub membership_changes: u64,
     /// Replicas removed from this node and destroyed.
     pub replicas_destroyed: u64,
+    /// Pre-vote rounds this node's replicas started.
+    pub pre_votes: u64,
+    /// Real elections started (each a new term) and won.
+    pub elections: u64,
+    pub elections_won: u64,
+    /// Times a replica here learned of a new leader (itself included).
+    pub leader_changes: u64,
     pub uptime_ms: u64,
+}
+
+impl NodeStats {
+    /// Count a group's elections and log its role changes with the
+    /// range, term and leader (the node id comes from the thread's span).
+    pub(crate) fn observe_ready(
+        &mut self,
+        range_id: u64,
+        ready: &Ready,
+        previous_leader: ReplicaId,
+    ) {
+        let events = ready.elections;
+        self.pre_votes += u64::from(events.pre_campaigns);
+        self.elections += u64::from(events.campaigns);
+        self.elections_won += u64::from(events.won);
+        let Some(soft) = ready.soft_state else {
+            return;
+        };
+        if soft.leader != previous_leader && soft.leader != NO_REPLICA {
+            self.leader_changes += 1;
+        }
+        match soft.role {
+            Role::Leader => {
+                tracing::info!(range_id, term = soft.term, "became leader")
+            }
+            Role::Candidate => {
+                tracing::debug!(range_id, term = soft.term, "campaigning")
+            }
+            Role::PreCandidate => {
+                tracing::debug!(range_id, term = soft.term, "pre-vote round")
+            }
+            Role::Follower if soft.leader != previous_leader => {
+                tracing::debug!(
+                    range_id,
+                    term = soft.term,
+                    leader = soft.leader,
+                    "follows a new leader"
+                )
+            }
+            Role::Follower => {}
+        }
+    }
 }

@@ -180,6 +180,21 @@ fn three_servers_serve_redis_clients_admin_and_metrics() {
     assert!(after
         .keys()
         .any(|k| k.starts_with("flotilla_server_errors_total")));
+    // Latency histograms (summaries in the text format) and elections.
+    assert!(after["flotilla_raft_apply_seconds_count"] > 0.0);
+    assert!(after["flotilla_wal_write_seconds_count"] > 0.0);
+    assert!(after["flotilla_node_leader_changes_total"] >= 1.0);
+    let all: Vec<_> = (1..=3)
+        .map(|id| scrape(cluster.node(id).metrics.unwrap()))
+        .collect();
+    let sum = |name: &str| {
+        all.iter()
+            .map(|m| m.get(name).copied().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    assert!(sum("flotilla_raft_commit_seconds_count") >= 20.0);
+    assert!(sum("flotilla_node_elections_won_total") >= 1.0);
+    assert!(sum("flotilla_node_elections_total") >= sum("flotilla_node_elections_won_total"));
 
     // redis-cli and redis-benchmark against a follower.
     if have("redis-cli") && have("redis-benchmark") {

@@ -185,6 +185,7 @@ impl<S: LogStore> RaftGroup<S> {
         self.transfer_target = NO_REPLICA;
         self.role = Role::PreCandidate;
         self.leader = NO_REPLICA;
+        self.election_events.pre_campaigns += 1;
     }
 
     fn become_candidate(&mut self) {
@@ -192,6 +193,7 @@ impl<S: LogStore> RaftGroup<S> {
         self.reset(term);
         self.vote = self.id;
         self.role = Role::Candidate;
+        self.election_events.campaigns += 1;
     }
 
     pub(crate) fn become_leader(&mut self) {
@@ -199,6 +201,7 @@ impl<S: LogStore> RaftGroup<S> {
         self.reset(term);
         self.role = Role::Leader;
         self.leader = self.id;
+        self.election_events.won += 1;
         self.uncommitted_bytes = 0;
         self.heartbeat_seq = 0;
         self.heartbeat_seq_ticks.clear();

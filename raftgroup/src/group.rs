@@ -16,8 +16,8 @@ use crate::progress::{Inflights, Progress};
 use crate::rng::SplitMix64;
 use crate::store::LogStore;
 use crate::types::{
-    ConfChange, ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, ReadState,
-    ReplicaId, Role, Snapshot, SoftState, Term, NO_REPLICA,
+    ConfChange, ConfState, ElectionEvents, Entry, EntryKind, HardState, Index, Message,
+    MessageBody, ReadState, ReplicaId, Role, Snapshot, SoftState, Term, NO_REPLICA,
 };
 
 /// A read waiting for a quorum to confirm leadership (or for the leader to
@@ -78,6 +78,7 @@ pub struct RaftGroup<S: LogStore> {
     pub(crate) reads_dropped: Vec<Bytes>,
 
     pub(crate) quiesced: bool,
+    pub(crate) election_events: ElectionEvents,
     prev_soft: SoftState,
     prev_hard: HardState,
 }
@@ -105,6 +106,8 @@ pub struct Ready {
     /// Contexts of reads that will never complete here (leadership lost):
     /// the caller should retry them elsewhere.
     pub reads_dropped: Vec<Bytes>,
+    /// Elections started and won since the last ready (metrics only).
+    pub elections: ElectionEvents,
     persist_to: Option<(Index, Term)>,
     snapshot_index: Option<Index>,
     apply_to: Option<Index>,
@@ -122,6 +125,7 @@ impl Ready {
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
             && self.reads_dropped.is_empty()
+            && self.elections.is_empty()
     }
 
     /// Whether anything must reach stable storage before
@@ -219,6 +223,7 @@ impl<S: LogStore> RaftGroup<S> {
             read_states: Vec::new(),
             reads_dropped: Vec::new(),
             quiesced: false,
+            election_events: ElectionEvents::default(),
             prev_soft: SoftState {
                 role: Role::Follower,
                 leader: NO_REPLICA,
@@ -269,6 +274,26 @@ impl<S: LogStore> RaftGroup<S> {
     /// The commit index.
     pub fn commit_index(&self) -> Index {
         self.log.committed
+    }
+
+    /// The application learned from outside this group that the entry at
+    /// `index` with `term` is committed (a merge: the target's log commits
+    /// only after the source's freeze entry committed), while this replica
+    /// may never hear the group's commit index again because the group is
+    /// about to be retired. Commits up to `index` when the local log holds
+    /// that very entry; returns whether `index` is now committed here.
+    /// Safe because Raft never removes a committed entry from any log.
+    pub fn commit_known(&mut self, index: Index, term: Term) -> bool {
+        if self.log.committed >= index {
+            return true;
+        }
+        match self.log.term(index) {
+            Ok(t) if t == term => {
+                self.log.commit_to(index);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The index the application confirmed applied.
@@ -354,6 +379,7 @@ impl<S: LogStore> RaftGroup<S> {
             || self.log.has_next_committed()
             || !self.read_states.is_empty()
             || !self.reads_dropped.is_empty()
+            || !self.election_events.is_empty()
             || self
                 .pending_reads
                 .iter()
@@ -423,6 +449,7 @@ impl<S: LogStore> RaftGroup<S> {
         }
         ready.read_states = std::mem::take(&mut self.read_states);
         ready.reads_dropped = std::mem::take(&mut self.reads_dropped);
+        ready.elections = std::mem::take(&mut self.election_events);
         ready
     }
 

@@ -385,6 +385,25 @@ pub struct SoftState {
     pub term: Term,
 }
 
+/// Elections this replica took part in since the last [`Ready`], for
+/// metrics: role changes can pass between two readies unseen (a single
+/// voter goes follower → pre-candidate → candidate → leader in one step).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ElectionEvents {
+    /// Pre-vote rounds started (they change no term).
+    pub pre_campaigns: u32,
+    /// Real elections started (each one a new term).
+    pub campaigns: u32,
+    /// Elections won.
+    pub won: u32,
+}
+
+impl ElectionEvents {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// The answer to a ReadIndex request: once the state machine has applied
 /// `index`, a read with `context` is linearizable.
 #[derive(Debug, Clone, PartialEq, Eq)]

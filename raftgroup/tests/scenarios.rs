@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use common::{describe, Faults, Sim};
 use flotilla_raftgroup::{
-    ConfChange, ConfChangeError, Config, Entry, EntryKind, Error, HardState, Index, MemStore,
-    Message, MessageBody, RaftGroup, ReadState, ReplicaId, Role, Term, BOOTSTRAP_INDEX,
+    ConfChange, ConfChangeError, Config, ElectionEvents, Entry, EntryKind, Error, HardState, Index,
+    MemStore, Message, MessageBody, RaftGroup, ReadState, ReplicaId, Role, Term, BOOTSTRAP_INDEX,
     BOOTSTRAP_TERM,
 };
 
@@ -53,6 +53,8 @@ struct Peer {
     snapshots_installed: u64,
     read_states: Vec<ReadState>,
     reads_dropped: Vec<Bytes>,
+    /// Election events summed over every Ready.
+    elections: ElectionEvents,
 }
 
 struct Net {
@@ -91,6 +93,7 @@ impl Net {
                     snapshots_installed: 0,
                     read_states: Vec::new(),
                     reads_dropped: Vec::new(),
+                    elections: ElectionEvents::default(),
                 },
             );
         }
@@ -138,6 +141,9 @@ impl Net {
             rounds += 1;
             assert!(rounds < 100, "replica {id} never runs out of Ready");
             let mut ready = group.ready();
+            peer.elections.pre_campaigns += ready.elections.pre_campaigns;
+            peer.elections.campaigns += ready.elections.campaigns;
+            peer.elections.won += ready.elections.won;
             if let Some(ss) = ready.soft_state {
                 if ss.role == Role::Leader {
                     self.leaders.push((ss.term, id));
@@ -630,6 +636,80 @@ fn election_exactly_one_leader() {
             "seed {seed}: no re-election when calm"
         );
     }
+}
+
+/// The election events a Ready reports add up to what happened, even when
+/// the role changes faster than the readies (the metrics rely on it).
+#[test]
+fn election_events_count_every_campaign_and_win() {
+    for seed in 0..8u64 {
+        let mut net = Net::new(3, |c| c.seed = seed);
+        net.run_until(200, |net| !net.leaders_now().is_empty());
+        net.run(60);
+        let leader = net.leaders_now()[0];
+        let term = net.g(leader).term();
+        let total = net
+            .peers
+            .values()
+            .fold(ElectionEvents::default(), |a, p| ElectionEvents {
+                pre_campaigns: a.pre_campaigns + p.elections.pre_campaigns,
+                campaigns: a.campaigns + p.elections.campaigns,
+                won: a.won + p.elections.won,
+            });
+        assert_eq!(total.won as usize, net.leaders.len(), "seed {seed}");
+        assert_eq!(net.peers[&leader].elections.won, 1, "seed {seed}");
+        // Every real campaign bumps its replica's term by one.
+        assert!(
+            total.campaigns as u64 >= term - BOOTSTRAP_TERM,
+            "seed {seed}: {total:?}"
+        );
+        // With pre-vote every real campaign follows a won pre-vote round.
+        for (id, p) in &net.peers {
+            assert!(
+                p.elections.pre_campaigns >= p.elections.campaigns,
+                "seed {seed} replica {id}"
+            );
+        }
+    }
+    // A single voter goes follower → pre-candidate → candidate → leader
+    // within one step: the soft state only shows the end, the events all of it.
+    let mut net = Net::new(1, |_| {});
+    net.run_until(200, |net| !net.leaders_now().is_empty());
+    assert_eq!(
+        net.peers[&1].elections,
+        ElectionEvents {
+            pre_campaigns: 1,
+            campaigns: 1,
+            won: 1
+        }
+    );
+}
+
+/// A follower holding a committed entry it was never told is committed
+/// (the group is retired before the next heartbeat: a merge's source) can
+/// be told by the application, and only for that very entry.
+#[test]
+fn commit_known_commits_an_entry_the_log_holds() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    let index = net.propose(1, "frozen");
+    let term = net.g(1).term();
+    // Replica 2 gets the append; nothing ever reaches it afterwards.
+    net.deliver_with(|m, _| match (&m.body, m.to) {
+        (MessageBody::Append { .. }, 2) => Fate::Deliver,
+        (_, 2) => Fate::Drop,
+        (MessageBody::AppendResponse { .. }, 1) if m.from == 2 => Fate::Deliver,
+        _ => Fate::Drop,
+    });
+    assert!(net.g(1).commit_index() >= index, "1 and 2 form a quorum");
+    assert!(net.g(2).commit_index() < index);
+    assert!(!net.g_mut(2).commit_known(index, term + 1), "wrong term");
+    assert!(!net.g_mut(2).commit_known(index + 1, term), "not in the log");
+    assert!(net.g(2).commit_index() < index);
+    assert!(net.g_mut(2).commit_known(index, term));
+    net.pump(2);
+    let last = net.peers[&2].applied.last().expect("applied");
+    assert_eq!((last.index, last.data.as_ref()), (index, b"frozen".as_ref()));
 }
 
 /// A candidate that a majority rejects steps down to follower (keeping

@@ -40,7 +40,7 @@ impl Node {
         match result {
             Ok((range_id, index, term)) => {
                 if let Some(peer) = self.peers.get_mut(&range_id) {
-                    peer.proposals.push_back(Proposal { index, term, reply });
+                    peer.proposals.push_back(Proposal::new(index, term, reply));
                 }
             }
             Err(e) => {
@@ -170,11 +170,8 @@ impl Node {
                 // The reply resolves when CommitMerge applies; a refusal
                 // there triggers the rollback (see `after_apply`).
                 if let Some(peer) = self.peers.get_mut(&target) {
-                    peer.proposals.push_back(Proposal {
-                        index,
-                        term,
-                        reply: job.reply,
-                    });
+                    peer.proposals
+                        .push_back(Proposal::new(index, term, job.reply));
                 }
             }
             Err(e) => {

@@ -32,7 +32,7 @@ use crate::config::{EngineConfig, ReadMode};
 use crate::error::Error;
 use crate::meta::RangeMeta;
 use crate::network::Network;
-use crate::peer::{Outcome, Peer, Proposal, ReadWaiter, Reply};
+use crate::peer::{ApplyTiming, Outcome, Peer, Proposal, ReadWaiter, Reply};
 use crate::stats::NodeStats;
 
 mod admin;
@@ -396,6 +396,7 @@ impl Node {
                 reads_confirmed: Vec::new(),
                 applied,
                 compacted_at: Instant::now(),
+                leader_seen: flotilla_raftgroup::NO_REPLICA,
             },
         );
         // Vote requests that came before the range existed here (a split
@@ -776,7 +777,7 @@ impl Node {
         match result {
             Ok((range_id, index, term)) => {
                 if let Some(peer) = self.peers.get_mut(&range_id) {
-                    peer.proposals.push_back(Proposal { index, term, reply });
+                    peer.proposals.push_back(Proposal::new(index, term, reply));
                 }
                 self.stats.proposals += 1;
                 Ok(())
@@ -843,6 +844,10 @@ impl Node {
                 continue;
             }
             let ready = peer.group.ready();
+            self.stats.observe_ready(range_id, &ready, peer.leader_seen);
+            if let Some(soft) = ready.soft_state {
+                peer.leader_seen = soft.leader;
+            }
             if let Some(snapshot) = &ready.snapshot {
                 wal_batch.install_snapshot(range_id, snapshot.meta.index, snapshot.meta.term);
                 wal_batch.set_conf_state(range_id, snapshot.meta.conf_state.clone());
@@ -863,13 +868,17 @@ impl Node {
             self.send_messages(*range_id, messages);
         }
         if !wal_batch.is_empty() {
+            let started = Instant::now();
             self.wal.write(&wal_batch, self.config.wal_sync)?;
+            metrics::histogram!("flotilla_wal_write_seconds")
+                .record(started.elapsed().as_secs_f64());
             self.stats.wal_writes += 1;
         }
         for (range_id, ready) in readies.iter_mut() {
             let messages = std::mem::take(&mut ready.messages_after_persist);
             self.send_messages(*range_id, messages);
         }
+        let committed_at = Instant::now();
         let mut apply = self.store.apply_batch();
         let mut effects = Vec::new();
         let mut replies: Vec<(RangeId, u64, u64, Result<Outcome, Error>)> = Vec::new();
@@ -925,7 +934,16 @@ impl Node {
             }
             self.peers.insert(*range_id, peer);
         }
+        let applied_any = !replies.is_empty();
         apply.commit()?;
+        let timing = ApplyTiming {
+            committed_at,
+            applied_at: Instant::now(),
+        };
+        if applied_any {
+            let took = timing.applied_at.duration_since(committed_at);
+            metrics::histogram!("flotilla_raft_apply_seconds").record(took.as_secs_f64());
+        }
         {
             let mut shared = self.applied_shared.write();
             for (range_id, _) in readies.iter() {
@@ -946,7 +964,7 @@ impl Node {
         }
         for (range_id, index, term, outcome) in replies {
             if let Some(peer) = self.peers.get_mut(&range_id) {
-                peer.resolve(index, term, outcome);
+                peer.resolve(index, term, outcome, timing);
             }
         }
         let active: Vec<RangeId> = readies.iter().map(|(id, _)| *id).collect();
@@ -1007,6 +1025,12 @@ impl Node {
                 if let Some(peer) = self.peers.get_mut(&left.id) {
                     peer.meta.desc = left.clone();
                 }
+                tracing::info!(
+                    range_id = left.id,
+                    new_range_id = right_desc.id,
+                    version = left.epoch.version,
+                    "split applied"
+                );
                 if let Err(e) = self.router.map_mut().apply_split(left, right_desc) {
                     tracing::error!(error = %e, "range map refused a split that applied");
                 }
@@ -1040,6 +1064,12 @@ impl Node {
                 if let Some(peer) = self.peers.get_mut(&target.id) {
                     peer.meta.desc = target.clone();
                 }
+                tracing::info!(
+                    range_id = target.id,
+                    source,
+                    version = target.epoch.version,
+                    "merge applied"
+                );
                 if let Err(e) = self.router.map_mut().apply_merge(target, source) {
                     tracing::error!(error = %e, "range map refused a merge that applied");
                 }

@@ -732,6 +732,10 @@ pub(crate) async fn status_pairs(server: &Server) -> Result<Vec<(&'static str, u
         ),
         ("membership_changes", stats.membership_changes),
         ("replicas_destroyed", stats.replicas_destroyed),
+        ("pre_votes", stats.pre_votes),
+        ("elections", stats.elections),
+        ("elections_won", stats.elections_won),
+        ("leader_changes", stats.leader_changes),
     ])
 }
 
