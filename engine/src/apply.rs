@@ -17,6 +17,7 @@ use flotilla_storage::state::ApplyBatch;
 use crate::command::{Command, WriteOp};
 use crate::error::Error;
 use crate::meta::{Frozen, RangeMeta};
+use crate::node::replica_nodes;
 use crate::peer::{Outcome, Peer};
 
 /// What must happen after the apply batch is committed.
@@ -27,8 +28,20 @@ pub(crate) enum Effect {
         right: RangeMeta,
         parent_leader: bool,
     },
-    /// A range was frozen for a merge into `target`.
-    Frozen { source: RangeId, target: RangeId },
+    /// A range was frozen for a merge into `target` by its entry
+    /// (`index`, `term`).
+    Frozen {
+        source: RangeId,
+        target: RangeId,
+        index: u64,
+        term: u64,
+    },
+    /// The target's log refused (or aborted) merging `source`: the source
+    /// may be unfrozen.
+    MergeRefused {
+        source: RangeId,
+        target: RangeDescriptor,
+    },
     /// `target` absorbed `source`.
     Merged {
         target: RangeDescriptor,
@@ -78,7 +91,22 @@ pub(crate) fn apply_entry(
             return Err(Error::InvalidRequest(e.to_string()));
         }
     };
+    if command.version() != meta.desc.epoch.version && !matches!(command, Command::Write { .. }) {
+        tracing::debug!(
+            range_id,
+            index = entry.index,
+            command_version = command.version(),
+            version = meta.desc.epoch.version,
+            "admin command refused: epoch changed"
+        );
+    }
     if command.version() != meta.desc.epoch.version {
+        if let Command::CommitMerge { source, .. } = &command {
+            effects.push(Effect::MergeRefused {
+                source: source.id,
+                target: meta.desc.clone(),
+            });
+        }
         return Err(mismatch(meta));
     }
     match command {
@@ -167,45 +195,54 @@ pub(crate) fn apply_entry(
             effects.push(Effect::Frozen {
                 source: range_id,
                 target,
+                index: entry.index,
+                term: entry.term,
             });
             Ok(Outcome::Done)
         }
-        Command::CommitMerge { source, .. } => {
-            let refuse = |why: String| {
-                Err(Error::AdminRefused(format!(
+        Command::CommitMerge {
+            source,
+            freeze_index,
+            ..
+        } => {
+            // Checks on the target's own state only: every replica decides
+            // alike. The local source was made to apply the freeze before
+            // this entry was handed here (`merge_must_wait`).
+            let why = if meta.frozen.is_some() {
+                Some("the target is itself frozen")
+            } else if meta.desc.end != source.start || meta.desc.end.is_empty() {
+                Some("ranges are not adjacent")
+            } else if replica_nodes(&meta.desc) != replica_nodes(&source) {
+                Some("replica sets differ")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                effects.push(Effect::MergeRefused {
+                    source: source.id,
+                    target: meta.desc.clone(),
+                });
+                return Err(Error::AdminRefused(format!(
                     "merge of {} into {range_id}: {why}",
                     source.id
-                )))
-            };
-            if meta.frozen.is_some() {
-                return refuse("the target is itself frozen".into());
+                )));
             }
-            if meta.desc.end != source.start || meta.desc.end.is_empty() {
-                return refuse("ranges are not adjacent".into());
-            }
-            let nodes = |d: &RangeDescriptor| {
-                let mut n: Vec<u64> = d.replicas.iter().map(|r| r.node_id).collect();
-                n.sort_unstable();
-                n
-            };
-            if nodes(&meta.desc) != nodes(&source) {
-                return refuse("replica sets differ".into());
-            }
-            // The local source replica must be frozen into us and have
-            // applied everything up to the freeze.
-            let Some(local) = view.peers.get(&source.id) else {
-                return refuse("no local replica of the source".into());
-            };
-            match local.meta.frozen {
-                Some(f)
-                    if f.target == range_id
-                        && local.applied.0 >= f.index
+            match view.peers.get(&source.id) {
+                Some(local)
+                    if local.meta.frozen.map(|f| (f.target, f.index))
+                        == Some((range_id, freeze_index))
+                        && local.applied.0 >= freeze_index
                         && local.meta.desc == source => {}
-                _ => {
-                    return refuse(
-                        "source is not frozen into this range at the expected state".into(),
-                    )
-                }
+                // Cannot happen while the protocol holds (a frozen source
+                // changes only by rollback, which follows a refusal here).
+                // Absorbing anyway keeps the range map identical on every
+                // replica; say it loudly.
+                local => tracing::error!(
+                    range_id,
+                    source = source.id,
+                    present = local.is_some(),
+                    "merge applied while the local source replica is not at its freeze"
+                ),
             }
             meta.desc.end = source.end.clone();
             meta.desc.epoch.version = meta.desc.epoch.version.max(source.epoch.version) + 1;
@@ -214,6 +251,17 @@ pub(crate) fn apply_entry(
             effects.push(Effect::Merged {
                 target: meta.desc.clone(),
                 source: source.id,
+            });
+            Ok(Outcome::Done)
+        }
+        Command::AbortMerge { source, .. } => {
+            // A CommitMerge ordered after this one now fails its version
+            // check, so the source can be unfrozen.
+            meta.desc.epoch.version += 1;
+            batch.set_descriptor(range_id, &meta.encode());
+            effects.push(Effect::MergeRefused {
+                source,
+                target: meta.desc.clone(),
             });
             Ok(Outcome::Done)
         }

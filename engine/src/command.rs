@@ -21,6 +21,15 @@ impl WriteOp {
             WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
         }
     }
+
+    /// Bytes of key and value (what the operation adds to a range's size
+    /// at most).
+    pub fn bytes(&self) -> usize {
+        match self {
+            WriteOp::Put { key, value } => key.len() + value.len(),
+            WriteOp::Delete { key } => key.len(),
+        }
+    }
 }
 
 /// A command of a range's log.
@@ -39,13 +48,19 @@ pub(crate) enum Command {
     /// Freeze this range (the source of a merge into `target`).
     PrepareMerge { version: u64, target: RangeId },
     /// Absorb the frozen right neighbour `source` (its descriptor after
-    /// the freeze).
+    /// the freeze, whose entry is at `freeze_index` with `freeze_term`).
     CommitMerge {
         version: u64,
         source: RangeDescriptor,
+        freeze_index: u64,
+        freeze_term: u64,
     },
     /// Unfreeze after a failed merge.
     RollbackMerge { version: u64 },
+    /// On the target: give up merging `source`. Bumping the target's
+    /// version makes any `CommitMerge` ordered after this one fail, so once
+    /// it applies, unfreezing the source is safe.
+    AbortMerge { version: u64, source: RangeId },
 }
 
 /// Why a command could not be decoded (a bug or corruption: the log is
@@ -59,12 +74,19 @@ const TAG_SPLIT: u8 = 2;
 const TAG_PREPARE_MERGE: u8 = 3;
 const TAG_COMMIT_MERGE: u8 = 4;
 const TAG_ROLLBACK_MERGE: u8 = 5;
+const TAG_ABORT_MERGE: u8 = 6;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 
 fn put_bytes(buf: &mut BytesMut, data: &[u8]) {
     buf.put_u32_le(data.len() as u32);
     buf.put_slice(data);
+}
+
+/// Whether `data` holds a `CommitMerge` (without decoding the rest: the
+/// apply loop asks this of every entry).
+pub(crate) fn is_commit_merge(data: &[u8]) -> bool {
+    data.first() == Some(&TAG_COMMIT_MERGE)
 }
 
 impl Command {
@@ -74,7 +96,8 @@ impl Command {
             | Command::Split { version, .. }
             | Command::PrepareMerge { version, .. }
             | Command::CommitMerge { version, .. }
-            | Command::RollbackMerge { version } => *version,
+            | Command::RollbackMerge { version }
+            | Command::AbortMerge { version, .. } => *version,
         }
     }
 
@@ -119,10 +142,22 @@ impl Command {
                 buf.put_u64_le(*version);
                 buf.put_u64_le(*target);
             }
-            Command::CommitMerge { version, source } => {
+            Command::CommitMerge {
+                version,
+                source,
+                freeze_index,
+                freeze_term,
+            } => {
                 buf.put_u8(TAG_COMMIT_MERGE);
                 buf.put_u64_le(*version);
                 put_bytes(&mut buf, &source.encode());
+                buf.put_u64_le(*freeze_index);
+                buf.put_u64_le(*freeze_term);
+            }
+            Command::AbortMerge { version, source } => {
+                buf.put_u8(TAG_ABORT_MERGE);
+                buf.put_u64_le(*version);
+                buf.put_u64_le(*source);
             }
             Command::RollbackMerge { version } => {
                 buf.put_u8(TAG_ROLLBACK_MERGE);
@@ -179,8 +214,17 @@ impl Command {
                 let raw = r.bytes()?;
                 let source =
                     RangeDescriptor::decode(&raw).map_err(|e| CommandDecodeError(e.to_string()))?;
-                Command::CommitMerge { version, source }
+                Command::CommitMerge {
+                    version,
+                    source,
+                    freeze_index: r.u64()?,
+                    freeze_term: r.u64()?,
+                }
             }
+            TAG_ABORT_MERGE => Command::AbortMerge {
+                version,
+                source: r.u64()?,
+            },
             TAG_ROLLBACK_MERGE => Command::RollbackMerge { version },
             other => return Err(CommandDecodeError(format!("unknown command tag {other}"))),
         };
@@ -260,8 +304,14 @@ mod tests {
             Command::CommitMerge {
                 version: 6,
                 source: RangeDescriptor::whole_key_space(2, vec![]),
+                freeze_index: 40,
+                freeze_term: 3,
             },
             Command::RollbackMerge { version: 7 },
+            Command::AbortMerge {
+                version: 8,
+                source: 2,
+            },
         ];
         for command in commands {
             let encoded = command.encode();

@@ -20,6 +20,46 @@ pub enum ReadMode {
     Lease,
 }
 
+/// Automatic splits and merges, decided by each range's leader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoSplitConfig {
+    /// Split a range once its data (keys + values) exceeds this. 128 MiB:
+    /// a new or lagging replica's snapshot then takes about 4 s at the
+    /// default 32 MiB/s send cap, and 10,000 ranges hold 1.25 TiB. A size
+    /// check runs after every eighth of this written to the range. 0: off.
+    pub split_size_bytes: u64,
+    /// Split a range serving more requests per second than this over
+    /// `load_window`, at the median of the keys sampled meanwhile. 3,000
+    /// (about a tenth of what one range's leader serves here). 0: off.
+    pub split_load_qps: u64,
+    /// The window over which load is measured. 10 s.
+    pub load_window: Duration,
+    /// Merge a range into its left neighbour when both are smaller than
+    /// `merge_size_bytes` and both served under a tenth of
+    /// `split_load_qps` in the last window. Off: a merge briefly blocks
+    /// writes to the absorbed range, which an operator should choose.
+    pub merge: bool,
+    /// "Small" for automatic merges. 16 MiB (an eighth of the split size,
+    /// so a merged range is far from splitting again).
+    pub merge_size_bytes: u64,
+    /// With `merge` on, how often a leader re-measures a range that no
+    /// write triggered a check for. 5 min.
+    pub check_interval: Duration,
+}
+
+impl Default for AutoSplitConfig {
+    fn default() -> Self {
+        AutoSplitConfig {
+            split_size_bytes: 128 << 20,
+            split_load_qps: 3_000,
+            load_window: Duration::from_secs(10),
+            merge: false,
+            merge_size_bytes: 16 << 20,
+            check_interval: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Settings of one node.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -68,6 +108,8 @@ pub struct EngineConfig {
     /// before the addition is rolled back. 10 min: about what 10 GiB take
     /// at the default snapshot rate.
     pub membership_timeout: Duration,
+    /// Automatic split by size and load; optional automatic merge.
+    pub auto_split: AutoSplitConfig,
 }
 
 impl EngineConfig {
@@ -95,6 +137,7 @@ impl EngineConfig {
             initial_members: Vec::new(),
             replication_factor: 3,
             membership_timeout: Duration::from_secs(600),
+            auto_split: AutoSplitConfig::default(),
         }
     }
 
@@ -169,6 +212,26 @@ impl EngineConfig {
         }
         if self.membership_timeout.is_zero() {
             return fail("membership_timeout", "must be positive".into());
+        }
+        let auto = &self.auto_split;
+        if auto.load_window.is_zero() {
+            return fail("auto_split.load_window", "must be positive".into());
+        }
+        if auto.check_interval.is_zero() {
+            return fail("auto_split.check_interval", "must be positive".into());
+        }
+        if auto.merge
+            && auto.split_size_bytes > 0
+            && auto.merge_size_bytes * 2 > auto.split_size_bytes
+        {
+            return fail(
+                "auto_split.merge_size_bytes",
+                format!(
+                    "must be at most half of auto_split.split_size_bytes ({}), or two merged \
+                     ranges could split again at once; got {}",
+                    auto.split_size_bytes, auto.merge_size_bytes
+                ),
+            );
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ mod stats;
 
 pub use cluster::Cluster;
 pub use command::WriteOp;
-pub use config::{EngineConfig, EngineConfigBuilder, ReadMode};
+pub use config::{AutoSplitConfig, EngineConfig, EngineConfigBuilder, ReadMode};
 pub use engine::Engine;
 pub use error::Error;
 pub use node::{Consistency, RangeInfo};

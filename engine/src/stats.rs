@@ -42,6 +42,9 @@ pub struct NodeStats {
     pub elections_won: u64,
     /// Times a replica here learned of a new leader (itself included).
     pub leader_changes: u64,
+    /// Splits and merges the automatic checker started here.
+    pub auto_splits: u64,
+    pub auto_merges: u64,
     pub uptime_ms: u64,
 }
 

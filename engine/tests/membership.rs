@@ -15,28 +15,8 @@ use flotilla::{Cluster, Consistency, Engine, Error};
 
 const TICK: Duration = Duration::from_millis(10);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < end {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(TICK).await;
-    }
-    panic!("not reached within {deadline:?}: {what}");
-}
+mod common;
+use common::{eventually, runtime};
 
 /// Node ids holding a replica of range 1 per `node`'s descriptor, with
 /// whether each is a voter.

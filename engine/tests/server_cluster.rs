@@ -106,12 +106,34 @@ fn three_servers_serve_redis_clients_admin_and_metrics() {
     let keys: Vec<&String> = rows.iter().step_by(2).collect();
     assert_eq!(keys, ["b", "c", "key-from-1", "key-from-2", "y"]);
 
-    // Replicated merges are refused cleanly (not supported yet).
-    let out = admin(
-        cluster.node(1),
-        &["merge", &ranges[0]["id"].to_string(), &right.to_string()],
+    // Merge the two replicated ranges back (JSON output), then split again.
+    // The split left both leaderships on one node, which a merge needs.
+    let left = ranges[0]["id"].to_string();
+    wait_until("the merge of the two ranges", DEADLINE, || {
+        admin_json(cluster.node(1), &["merge", &left, &right.to_string()]).is_ok()
+    });
+    wait_until("every node to see one range", DEADLINE, || {
+        (1..=3).all(|id| {
+            admin_json(cluster.node(id), &["ranges"])
+                .map(|r| r.as_array().map(|a| a.len()) == Some(1))
+                .unwrap_or(false)
+        })
+    });
+    let got: Option<String> = conn.get("y").unwrap();
+    assert_eq!(
+        got.as_deref(),
+        Some("3"),
+        "the right range's data survives the merge"
     );
-    assert!(!out.status.success());
+    let split = admin_json(cluster.node(follower), &["split", "m"]).unwrap();
+    let right = split["new_range_id"].as_i64().expect("new range id");
+    wait_until("every node to see two ranges again", DEADLINE, || {
+        (1..=3).all(|id| {
+            admin_json(cluster.node(id), &["ranges"])
+                .map(|r| r.as_array().map(|a| a.len()) == Some(2))
+                .unwrap_or(false)
+        })
+    });
     // Leadership transfer through any node (forwarded to the leader): the
     // call returns once node 2 leads, which node 2 itself reports.
     let out = admin(
@@ -222,6 +244,32 @@ fn three_servers_serve_redis_clients_admin_and_metrics() {
     } else {
         println!("NOTE: redis-cli / redis-benchmark not installed (make deps): skipped");
     }
+
+    // A merge of ranges led from different nodes (right: node 2, left: moved
+    // to node 1): the server moves the right range's leadership itself.
+    let out = admin(cluster.node(1), &["transfer-leader", &left, "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = admin(cluster.node(2), &["merge", &left, &right.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        "every node to see one range after the merge",
+        DEADLINE,
+        || {
+            (1..=3).all(|id| {
+                admin_json(cluster.node(id), &["ranges"])
+                    .map(|r| r.as_array().map(|a| a.len()) == Some(1))
+                    .unwrap_or(false)
+            })
+        },
+    );
 
     // SIGTERM: a graceful exit; the other two keep serving.
     let mut stopped = cluster.nodes[(leader - 1) as usize].take().unwrap();

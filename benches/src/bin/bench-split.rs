@@ -2,13 +2,16 @@
 //! no keys and of one holding `SPLIT_BENCH_KEYS` keys (1,000,000 by
 //! default), measured in the same run. A split is metadata only, so the
 //! two must be about equal. Then the same ranges merged back.
+//! `SPLIT_BENCH_NODES=3` runs the same on a three-node in-process cluster
+//! (real transport on loopback; splits and merges through the leader).
 //!
 //! `cargo run --release --bin bench-split` (with the workspace's target dir).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flotilla::{Engine, EngineConfig, WriteOp};
+use flotilla::{Cluster, Engine, EngineConfig, Error, WriteOp};
 use hdrhistogram::Histogram;
 
 const SPLITS: usize = 200;
@@ -28,16 +31,25 @@ fn summary(name: &str, h: &Histogram<u64>) {
 }
 
 /// Split the range holding `prefix` keys at `SPLITS` evenly spaced keys of
-/// `0..span`, always splitting the last (right-hand) range; returns the
-/// latencies and the new range ids, left to right.
+/// `0..span`, from the right end, so every split is of the same parent range
+/// (whose leader is settled; a just-created range may still be electing);
+/// returns the latencies and the new range ids.
 async fn split_all(engine: &Engine, prefix: &str, span: usize) -> (Histogram<u64>, Vec<u64>) {
     let mut h = Histogram::new(3).expect("histogram");
     let mut ids = Vec::new();
     let step = (span / (SPLITS + 1)).max(1);
-    for i in 1..=SPLITS {
+    for i in (1..=SPLITS).rev() {
         let at = key(prefix, i * step);
-        let t = Instant::now();
-        let id = engine.split(at).await.expect("split");
+        // Only the attempt that succeeds is timed (on a cluster, the range
+        // split off "m" may still be electing its leader at first).
+        let (t, id) = loop {
+            let t = Instant::now();
+            match engine.split(at.clone()).await {
+                Ok(id) => break (t, id),
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("split: {e}"),
+            }
+        };
         h.record(t.elapsed().as_micros() as u64).expect("record");
         ids.push(id);
     }
@@ -55,9 +67,27 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
+    let nodes: u64 = std::env::var("SPLIT_BENCH_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     rt.block_on(async {
-        let config = EngineConfig::new(dir.path().join("node"));
-        let engine = Engine::open(config).expect("open");
+        let mut cluster = None;
+        let engine: Arc<Engine> = if nodes <= 1 {
+            Arc::new(Engine::open(EngineConfig::new(dir.path().join("node"))).expect("open"))
+        } else {
+            let c = Cluster::start(nodes, dir.path(), Duration::from_millis(100)).expect("cluster");
+            c.put("warm-up", "x").await.expect("first write");
+            let leader = c.leader_of(b"").await.expect("a leader");
+            let engine = c.node_handle(leader).expect("leader");
+            cluster = Some(c);
+            engine
+        };
+        let target = if nodes <= 1 {
+            "embedded node".to_string()
+        } else {
+            format!("{nodes}-node in-process cluster, through the leader")
+        };
         // Range "a…" gets the keys; "z…" stays empty. Split them apart first.
         engine.split("m").await.expect("split at m");
         let t = Instant::now();
@@ -73,7 +103,7 @@ fn main() {
         }
         let load = t.elapsed();
         println!(
-            "# bench-split: embedded node, {keys} keys of 11 B + 100 B loaded in {:.1} s; {SPLITS} splits per case",
+            "# bench-split: {target}, {keys} keys of 11 B + 100 B loaded in {:.1} s; {SPLITS} splits per case",
             load.as_secs_f64()
         );
         let (full, full_ids) = split_all(&engine, "a", keys).await;
@@ -91,8 +121,18 @@ fn main() {
                     .position(|r| r.descriptor.id == right)
                     .expect("range");
                 let left = ranges[pos - 1].descriptor.id;
-                let t = Instant::now();
-                engine.merge(left, right).await.expect("merge");
+                // A range split off moments ago may still be electing its
+                // leader (on this node): wait for it outside the timing.
+                let t = loop {
+                    let t = Instant::now();
+                    match engine.merge(left, right).await {
+                        Ok(()) => break t,
+                        Err(Error::AdminRefused(m)) if m.contains("led by another") => {}
+                        Err(e) if e.is_retryable() => {}
+                        Err(e) => panic!("merge of {right} into {left}: {e}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
                 merges
                     .record(t.elapsed().as_micros() as u64)
                     .expect("record");
@@ -107,6 +147,9 @@ fn main() {
             .expect("get")
             .map(|v| v.len());
         println!("key a{:010} after all: {got:?} bytes", keys / 2);
-        engine.close().await.expect("close");
+        match cluster.as_mut() {
+            Some(c) => c.close().await.expect("close"),
+            None => engine.close().await.expect("close"),
+        }
     });
 }

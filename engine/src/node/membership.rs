@@ -348,6 +348,16 @@ impl Node {
             if target.replica_id == peer.replica_id {
                 return Ok(None);
             }
+            // The merge driver must keep leading both ranges until it has
+            // proposed the CommitMerge (else the freeze waits for the
+            // orphan check to undo it).
+            let merging = self.merges.contains_key(&range_id)
+                || self.merges.values().any(|job| job.target == range_id);
+            if merging {
+                return Err(Error::Busy(format!(
+                    "range {range_id} takes part in a merge driven here; retry when it is done"
+                )));
+            }
             let peer = self
                 .peers
                 .get_mut(&range_id)
@@ -387,6 +397,7 @@ impl Node {
     /// Move every membership and transfer job on (called on each tick and
     /// after each cycle).
     pub(super) fn drive_admin_jobs(&mut self) {
+        self.drive_merges();
         let now = Instant::now();
         let ranges: Vec<RangeId> = self.transfers.keys().copied().collect();
         for range_id in ranges {

@@ -36,11 +36,16 @@ use crate::peer::{ApplyTiming, Outcome, Peer, Proposal, ReadWaiter, Reply};
 use crate::stats::NodeStats;
 
 mod admin;
+mod autosplit;
 mod membership;
+mod merge;
 mod reads;
 mod snapshots;
 
+use autosplit::{AutoSplit, Measured};
 use membership::{MembershipJob, TransferJob};
+pub(crate) use merge::replica_nodes;
+use merge::{merge_must_wait, MergeJob};
 
 /// Read consistency of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +126,8 @@ pub(crate) enum Msg {
     },
     /// The transport gave up reaching a node.
     PeerDown(NodeId),
+    /// A background size check of a range finished.
+    Measured(Measured),
     Shutdown(oneshot::Sender<Result<(), Error>>),
 }
 
@@ -153,12 +160,6 @@ const EARLY_VOTE_RANGES_MAX: usize = 4096;
 const EARLY_VOTES_PER_RANGE_MAX: usize = 8;
 const EARLY_VOTE_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A merge this node started: waiting for the source to freeze.
-struct MergeJob {
-    target: RangeId,
-    reply: Reply,
-}
-
 pub(crate) struct Node {
     config: EngineConfig,
     store: StateStore,
@@ -167,6 +168,13 @@ pub(crate) struct Node {
     router: Router,
     scans: HashMap<u64, ScanJob>,
     merges: HashMap<RangeId, MergeJob>,
+    /// Merge sources frozen here, since when (the orphan check).
+    frozen_since: HashMap<RangeId, Instant>,
+    /// Load and size tracking for automatic splits and merges.
+    auto: AutoSplit,
+    /// Committed entries a range cannot apply yet: from a `CommitMerge`
+    /// whose local source has not applied its freeze, on.
+    held: BTreeMap<RangeId, Vec<flotilla_raftgroup::Entry>>,
     membership: HashMap<RangeId, MembershipJob>,
     transfers: HashMap<RangeId, TransferJob>,
     /// Unknown ranges whose snapshot could not create a replica here (a
@@ -225,6 +233,9 @@ impl Node {
             router: Router::new(RangeMap::new()),
             scans: HashMap::new(),
             merges: HashMap::new(),
+            frozen_since: HashMap::new(),
+            auto: AutoSplit::new(Instant::now()),
+            held: BTreeMap::new(),
             membership: HashMap::new(),
             transfers: HashMap::new(),
             unknown_cooldown: HashMap::new(),
@@ -340,6 +351,10 @@ impl Node {
 
     fn start_peer(&mut self, meta: RangeMeta, campaign: bool, fresh: bool) -> Result<(), Error> {
         let range_id = meta.desc.id;
+        if meta.frozen.is_some() {
+            // Restarted mid-merge: the orphan check settles it if nobody does.
+            self.frozen_since.insert(range_id, Instant::now());
+        }
         let replica_id: ReplicaId = meta
             .desc
             .replica_on(self.config.node_id)
@@ -430,6 +445,7 @@ impl Node {
                         ok,
                     } => self.snapshot_sent(range_id, to, meta, ok),
                     Msg::PeerDown(node) => self.peer_down(node),
+                    Msg::Measured(measured) => self.measured(measured),
                     Msg::Shutdown(reply) => {
                         shutdown = Some(reply);
                         break;
@@ -450,7 +466,11 @@ impl Node {
                     break;
                 }
             }
-            if result.is_ok() && !(self.membership.is_empty() && self.transfers.is_empty()) {
+            if result.is_ok()
+                && !(self.membership.is_empty()
+                    && self.transfers.is_empty()
+                    && self.merges.is_empty())
+            {
                 self.drive_admin_jobs();
             }
             if let Err(e) = result {
@@ -671,6 +691,8 @@ impl Node {
         }
         self.stats.ranges_hibernating = hibernating;
         self.drive_admin_jobs();
+        self.check_orphaned_merges(now);
+        self.check_auto_split(now);
         // The time half of the compaction policy, checked about once a
         // minute of ticks for every range (busy ranges are also checked
         // after each cycle that applied something).
@@ -773,9 +795,14 @@ impl Node {
 
     /// Propose a write; on refusal the reply carries the error.
     fn propose_write(&mut self, ops: Vec<WriteOp>, reply: Reply) -> Result<(), Error> {
+        let first_key = ops.first().map(|op| op.key().clone());
+        let bytes: u64 = ops.iter().map(|op| op.bytes() as u64).sum();
         let result = self.try_propose_write(ops);
         match result {
             Ok((range_id, index, term)) => {
+                if let Some(key) = &first_key {
+                    self.auto.note(range_id, key, bytes);
+                }
                 if let Some(peer) = self.peers.get_mut(&range_id) {
                     peer.proposals.push_back(Proposal::new(index, term, reply));
                 }
@@ -858,7 +885,7 @@ impl Node {
             }
             readies.push((range_id, ready));
         }
-        if readies.is_empty() {
+        if readies.is_empty() && self.held.is_empty() {
             return Ok(false);
         }
         // A leader's appends may leave before its own persist: the disk
@@ -883,15 +910,45 @@ impl Node {
         let mut effects = Vec::new();
         let mut replies: Vec<(RangeId, u64, u64, Result<Outcome, Error>)> = Vec::new();
         let mut conf_changes = Vec::new();
+        // Each range's entries: first those held back by an earlier cycle.
+        let mut work: Vec<(RangeId, Vec<flotilla_raftgroup::Entry>)> = Vec::new();
         for (range_id, ready) in readies.iter_mut() {
-            let Some(mut peer) = self.peers.remove(range_id) else {
+            let mut entries = self.held.remove(range_id).unwrap_or_default();
+            entries.append(&mut ready.committed_entries);
+            if !entries.is_empty() {
+                work.push((*range_id, entries));
+            }
+        }
+        let held_only: Vec<RangeId> = self.held.keys().copied().collect();
+        for range_id in held_only {
+            if let Some(entries) = self.held.remove(&range_id) {
+                work.push((range_id, entries));
+            }
+        }
+        let applied_before = self.stats.entries_applied;
+        let touched: Vec<RangeId> = work.iter().map(|(id, _)| *id).collect();
+        for (range_id, entries) in work {
+            let Some(mut peer) = self.peers.remove(&range_id) else {
                 continue;
             };
             let is_leader = peer.group.is_leader();
-            for entry in &ready.committed_entries {
+            let mut rest = Vec::new();
+            let mut last_applied = None;
+            for entry in entries {
+                if !rest.is_empty() {
+                    rest.push(entry);
+                    continue;
+                }
                 if entry.index <= peer.applied.0 {
                     // Already in the state store (a snapshot brought it).
-                    replies.push((*range_id, entry.index, entry.term, Ok(Outcome::Done)));
+                    replies.push((range_id, entry.index, entry.term, Ok(Outcome::Done)));
+                    continue;
+                }
+                if entry.kind == EntryKind::Normal
+                    && crate::command::is_commit_merge(&entry.data)
+                    && merge_must_wait(&mut self.peers, &entry.data)
+                {
+                    rest.push(entry);
                     continue;
                 }
                 let outcome = match entry.kind {
@@ -905,11 +962,11 @@ impl Node {
                             &mut effects,
                         ) {
                             Ok(conf) => {
-                                conf_changes.push((*range_id, conf));
+                                conf_changes.push((range_id, conf));
                                 Ok(Outcome::Done)
                             }
                             Err(e) => {
-                                tracing::warn!(range_id = *range_id, index = entry.index, error = %e, "membership change refused at apply");
+                                tracing::warn!(range_id, index = entry.index, error = %e, "membership change refused at apply");
                                 Err(e)
                             }
                         }
@@ -917,22 +974,26 @@ impl Node {
                     EntryKind::Normal => apply_entry(
                         &mut peer.meta,
                         is_leader,
-                        entry,
+                        &entry,
                         &LocalView { peers: &self.peers },
                         &mut apply,
                         &mut effects,
                     ),
                 };
-                replies.push((*range_id, entry.index, entry.term, outcome));
+                replies.push((range_id, entry.index, entry.term, outcome));
                 self.stats.entries_applied += 1;
+                last_applied = Some((entry.index, entry.term));
             }
-            if let Some(last) = ready.committed_entries.last() {
-                if last.index > peer.applied.0 {
-                    apply.set_applied(*range_id, last.index, last.term);
-                    peer.applied = (last.index, last.term);
+            if let Some((index, term)) = last_applied {
+                if index > peer.applied.0 {
+                    apply.set_applied(range_id, index, term);
+                    peer.applied = (index, term);
                 }
             }
-            self.peers.insert(*range_id, peer);
+            if !rest.is_empty() {
+                self.held.insert(range_id, rest);
+            }
+            self.peers.insert(range_id, peer);
         }
         let applied_any = !replies.is_empty();
         apply.commit()?;
@@ -946,7 +1007,7 @@ impl Node {
         }
         {
             let mut shared = self.applied_shared.write();
-            for (range_id, _) in readies.iter() {
+            for range_id in &touched {
                 if let Some(peer) = self.peers.get(range_id) {
                     shared.insert(*range_id, peer.applied.0);
                 }
@@ -1011,7 +1072,40 @@ impl Node {
         if let Some(network) = &self.network {
             network.transport.flush();
         }
-        Ok(true)
+        Ok(!active.is_empty() || self.stats.entries_applied > applied_before)
+    }
+
+    /// Forget a local replica whose keys `target` now owns (a merge, or a
+    /// snapshot of the widened target): its raft group and log go, its
+    /// data stays (raw keys, now the target's). The state store's metadata
+    /// of it is retired by the caller's batch.
+    fn drop_absorbed(&mut self, source: RangeId, target: &RangeDescriptor) -> Result<(), Error> {
+        self.applied_shared.write().remove(&source);
+        self.frozen_since.remove(&source);
+        self.held.remove(&source);
+        if let Some(mut peer) = self.peers.remove(&source) {
+            let mut scans = Vec::new();
+            let error = Error::EpochMismatch {
+                range_id: source,
+                current: vec![target.clone()],
+            };
+            peer.fail_all(&error, &mut scans);
+            for job in scans {
+                if let Some(job) = self.scans.remove(&job) {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+            }
+        }
+        if let Some(job) = self.merges.remove(&source) {
+            let _ = job.reply.send(Err(Error::AdminRefused(format!(
+                "range {source} was absorbed by range {}",
+                target.id
+            ))));
+        }
+        let mut batch = WriteBatch::new();
+        batch.remove_group(source);
+        self.wal.write(&batch, true)?;
+        Ok(())
     }
 
     fn after_apply(&mut self, effect: Effect) -> Result<(), Error> {
@@ -1022,6 +1116,7 @@ impl Node {
                 parent_leader,
             } => {
                 let right_desc = right.desc.clone();
+                self.auto.split_applied(left.id, right_desc.id);
                 if let Some(peer) = self.peers.get_mut(&left.id) {
                     peer.meta.desc = left.clone();
                 }
@@ -1037,30 +1132,27 @@ impl Node {
                 self.start_peer(right, parent_leader, true)?;
                 self.stats.splits += 1;
             }
-            Effect::Frozen { source, target } => {
+            Effect::Frozen {
+                source,
+                target,
+                index,
+                term,
+            } => {
                 if let Some(peer) = self.peers.get(&source) {
                     let _ = self.router.map_mut().update(peer.meta.desc.clone());
                 }
-                self.continue_merge(source, target);
+                tracing::info!(range_id = source, target, index, "frozen for a merge");
+                self.source_frozen(source, target, index, term);
+            }
+            Effect::MergeRefused { source, target } => {
+                if let Some(peer) = self.peers.get_mut(&target.id) {
+                    peer.meta.desc = target.clone();
+                }
+                let _ = self.router.map_mut().update(target);
+                self.merge_refused(source);
             }
             Effect::Merged { target, source } => {
-                self.applied_shared.write().remove(&source);
-                if let Some(mut peer) = self.peers.remove(&source) {
-                    let mut scans = Vec::new();
-                    let error = Error::EpochMismatch {
-                        range_id: source,
-                        current: vec![target.clone()],
-                    };
-                    peer.fail_all(&error, &mut scans);
-                    for job in scans {
-                        if let Some(job) = self.scans.remove(&job) {
-                            let _ = job.reply.send(Err(error.clone()));
-                        }
-                    }
-                }
-                let mut batch = WriteBatch::new();
-                batch.remove_group(source);
-                self.wal.write(&batch, true)?;
+                self.drop_absorbed(source, &target)?;
                 if let Some(peer) = self.peers.get_mut(&target.id) {
                     peer.meta.desc = target.clone();
                 }
@@ -1076,6 +1168,12 @@ impl Node {
                 self.stats.merges += 1;
             }
             Effect::Unfrozen { source } => {
+                tracing::info!(
+                    range_id = source.id,
+                    version = source.epoch.version,
+                    "merge rolled back: unfrozen"
+                );
+                self.frozen_since.remove(&source.id);
                 let _ = self.router.map_mut().update(source);
             }
             Effect::Reconfigured {

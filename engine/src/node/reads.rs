@@ -85,6 +85,9 @@ impl Node {
             self.read_failed(waiter, error);
             return;
         }
+        if let ReadWaiter::Get { key, .. } = &waiter {
+            self.auto.note(range_id, key, 0);
+        }
         if self.config.read_mode == ReadMode::Lease && self.lease_clock_ok() {
             let Some(peer) = self.peers.get_mut(&range_id) else {
                 return;

@@ -24,6 +24,9 @@ impl Node {
                         return;
                     }
                 };
+                if let Err(e) = self.drop_overlapped(range_id, &meta.desc) {
+                    tracing::error!(range_id, error = %e, "cannot retire a range the snapshot absorbed");
+                }
                 if let Some(peer) = self.peers.get_mut(&range_id) {
                     peer.applied = (header.raft.index, header.raft.term);
                     if meta.desc != peer.meta.desc {
@@ -43,6 +46,32 @@ impl Node {
             }
             Err(e) => tracing::warn!(range_id, error = %e, "snapshot apply failed"),
         }
+    }
+
+    /// A snapshot widened `range_id` over other local ranges (it was taken
+    /// after a merge this replica never applied from the log): those
+    /// replicas are gone; the snapshot already rewrote their keys.
+    fn drop_overlapped(&mut self, range_id: RangeId, desc: &RangeDescriptor) -> Result<(), Error> {
+        let overlapped: Vec<RangeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| **id != range_id && overlaps(&p.meta.desc, desc))
+            .map(|(id, _)| *id)
+            .collect();
+        for other in overlapped {
+            tracing::info!(
+                range_id,
+                absorbed = other,
+                "snapshot covers a local range: retiring it"
+            );
+            self.drop_absorbed(other, desc)?;
+            let mut batch = self.store.apply_batch();
+            batch.retire_range(other);
+            batch.commit()?;
+            self.router.map_mut().remove(other);
+            self.stats.merges += 1;
+        }
+        Ok(())
     }
 
     /// A snapshot send finished: on success the Raft message follows the
@@ -80,4 +109,11 @@ impl Node {
         }
         peer.group.report_snapshot(to, ok);
     }
+}
+
+/// Whether two key ranges share a key (an empty end is unbounded).
+fn overlaps(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
+    let starts_before_end =
+        |x: &RangeDescriptor, y: &RangeDescriptor| y.end.is_empty() || x.start < y.end;
+    starts_before_end(a, b) && starts_before_end(b, a)
 }

@@ -162,7 +162,6 @@ async fn dispatch(
         | "set"
         | "mset"
         | "flotilla.split"
-        | "flotilla.merge"
         | "flotilla.transferleader"
         | "flotilla.addreplica"
         | "flotilla.removereplica" => route(server, session, args).await,
@@ -192,6 +191,7 @@ async fn dispatch(
             }
             Frame::Array(values)
         }
+        "flotilla.merge" => merge(server, session, args).await,
         "flotilla.scan" => scan(server, session, &args).await,
         "flotilla.fault" => super::faults::fault(server, &args),
         "flotilla.localscan" => super::faults::local_scan(server, &args).await,
@@ -314,6 +314,35 @@ async fn route(server: &Arc<Server>, session: &Session, args: Vec<Bytes>) -> Fra
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(100));
     }
+}
+
+/// `FLOTILLA.MERGE`: a merge needs one node to lead both ranges; when
+/// they are led apart, move the right range's leadership as the refusal
+/// suggests and try again (a few times: leaders can move meanwhile).
+async fn merge(server: &Arc<Server>, session: &mut Session, args: Vec<Bytes>) -> Frame {
+    const HINT: &str = "(hint: FLOTILLA.TRANSFERLEADER ";
+    for _ in 0..3 {
+        let reply = route(server, session, args.clone()).await;
+        let Frame::Error(text) = &reply else {
+            return reply;
+        };
+        let Some(hint) = text.find(HINT).map(|at| &text[at + HINT.len()..]) else {
+            return reply;
+        };
+        let mut words = hint.trim_end_matches(')').split_whitespace();
+        let (Some(range), Some(node)) = (words.next(), words.next()) else {
+            return reply;
+        };
+        let transfer = vec![
+            Bytes::from_static(b"FLOTILLA.TRANSFERLEADER"),
+            Bytes::copy_from_slice(range.as_bytes()),
+            Bytes::copy_from_slice(node.as_bytes()),
+        ];
+        if let Frame::Error(_) = route(server, session, transfer).await {
+            return reply;
+        }
+    }
+    route(server, session, args).await
 }
 
 /// The node a `MOVED <range> <host:port>` reply points at.
@@ -736,6 +765,8 @@ pub(crate) async fn status_pairs(server: &Server) -> Result<Vec<(&'static str, u
         ("elections", stats.elections),
         ("elections_won", stats.elections_won),
         ("leader_changes", stats.leader_changes),
+        ("auto_splits", stats.auto_splits),
+        ("auto_merges", stats.auto_merges),
     ])
 }
 

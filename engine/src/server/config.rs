@@ -109,6 +109,15 @@ pub struct EngineSettings {
     pub read_mode: String,
     pub replication_factor: usize,
     pub membership_timeout_secs: u64,
+    /// Automatic split by size (0: off).
+    pub split_size_bytes: u64,
+    /// Automatic split by load (0: off).
+    pub split_load_qps: u64,
+    pub split_load_window_secs: u64,
+    /// Automatic merge of small, cold neighbours (off by default).
+    pub merge_auto: bool,
+    pub merge_size_bytes: u64,
+    pub merge_check_interval_secs: u64,
 }
 
 impl Default for EngineSettings {
@@ -132,6 +141,12 @@ impl Default for EngineSettings {
             read_mode: "read_index".into(),
             replication_factor: d.replication_factor,
             membership_timeout_secs: d.membership_timeout.as_secs(),
+            split_size_bytes: d.auto_split.split_size_bytes,
+            split_load_qps: d.auto_split.split_load_qps,
+            split_load_window_secs: d.auto_split.load_window.as_secs(),
+            merge_auto: d.auto_split.merge,
+            merge_size_bytes: d.auto_split.merge_size_bytes,
+            merge_check_interval_secs: d.auto_split.check_interval.as_secs(),
         }
     }
 }
@@ -268,6 +283,14 @@ impl ServerConfig {
         config.wal_sync = e.wal_sync;
         config.replication_factor = e.replication_factor;
         config.membership_timeout = Duration::from_secs(e.membership_timeout_secs);
+        config.auto_split = crate::AutoSplitConfig {
+            split_size_bytes: e.split_size_bytes,
+            split_load_qps: e.split_load_qps,
+            load_window: Duration::from_secs(e.split_load_window_secs),
+            merge: e.merge_auto,
+            merge_size_bytes: e.merge_size_bytes,
+            check_interval: Duration::from_secs(e.merge_check_interval_secs),
+        };
         config.read_mode = match e.read_mode.as_str() {
             "read_index" => ReadMode::ReadIndex,
             "lease" => ReadMode::Lease,
@@ -336,6 +359,9 @@ fn toml_field(engine_field: &'static str) -> &'static str {
         "request_timeout" => "engine.request_timeout_ms",
         "replication_factor" => "engine.replication_factor",
         "membership_timeout" => "engine.membership_timeout_secs",
+        "auto_split.load_window" => "engine.split_load_window_secs",
+        "auto_split.check_interval" => "engine.merge_check_interval_secs",
+        "auto_split.merge_size_bytes" => "engine.merge_size_bytes",
         "listen" | "initial_members" => "nodes",
         other => other,
     }

@@ -95,6 +95,7 @@ mod config;
 mod error;
 mod keys;
 mod read;
+mod size;
 mod snapshot_format;
 mod snapshot_reader;
 mod snapshot_writer;
@@ -108,6 +109,7 @@ pub use codec::{IndexTerm, StoreIdentity};
 pub use config::{StateConfig, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MIN};
 pub use error::{Result, StateError};
 pub use read::ReadView;
+pub use size::RangeSize;
 pub use snapshot_format::{
     ChunkEntries, SnapshotChunk, SnapshotHeader, SnapshotTrailer, CHUNK_FRAME_BYTES,
     ENTRY_OVERHEAD_BYTES,
