@@ -177,6 +177,7 @@ impl Target {
                 let mut config = EngineConfig::new(dir.path());
                 config.tick = tick;
                 config.wal_sync = true;
+                pin_ranges(&mut config);
                 let engine = Engine::open(config).map_err(|e| format!("open: {e}"))?;
                 Ok(Target {
                     kind: TargetKind::Embedded(Arc::new(engine)),
@@ -190,8 +191,11 @@ impl Target {
                     .map_err(|e| {
                         format!("cannot create a directory in {}: {e}", data_dir.display())
                     })?;
-                let cluster = Cluster::start_with(*n, dir.path(), tick, |c| c.wal_sync = true)
-                    .map_err(|e| format!("cluster start: {e}"))?;
+                let cluster = Cluster::start_with(*n, dir.path(), tick, |c| {
+                    c.wal_sync = true;
+                    pin_ranges(c);
+                })
+                .map_err(|e| format!("cluster start: {e}"))?;
                 let nodes = (1..=*n).filter_map(|id| cluster.node_handle(id)).collect();
                 let router = Arc::new(ClusterRouter::new(nodes));
                 router.wait_for_leaders(Duration::from_secs(60)).await?;
@@ -722,6 +726,14 @@ impl ClusterRouter {
         }
         Ok(got)
     }
+}
+
+/// A run measures the range count it was asked for (`--ranges`): automatic
+/// splits would change it mid-run (a hot range passes the load threshold).
+fn pin_ranges(config: &mut EngineConfig) {
+    config.auto_split.split_load_qps = 0;
+    config.auto_split.split_size_bytes = 0;
+    config.auto_split.merge = false;
 }
 
 #[cfg(test)]

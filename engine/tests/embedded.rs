@@ -376,6 +376,45 @@ fn kill_9_never_loses_an_acknowledged_write() {
                     );
                 }
             }
+            // Exactly the writer's prefix: one sequential writer, so the
+            // writes present must be 0..=M with no gap, every batch whole,
+            // M at least the last acknowledged and at most one beyond it
+            // (the write in flight when the child died).
+            let rows = engine
+                .scan(Bytes::new()..Bytes::new(), usize::MAX)
+                .await
+                .unwrap();
+            let mut present: std::collections::BTreeMap<u64, usize> = Default::default();
+            for (key, value) in &rows {
+                let key = std::str::from_utf8(key).unwrap();
+                let Some(digits) = key
+                    .strip_prefix("key")
+                    .or_else(|| key.strip_prefix("batch").map(|k| &k[..8]))
+                else {
+                    continue;
+                };
+                let i: u64 = digits.parse().unwrap();
+                assert_eq!(value, &Bytes::from(format!("{i}")), "round {round}: {key}");
+                *present.entry(i).or_default() += 1;
+            }
+            let top = *present.keys().last().unwrap();
+            assert_eq!(
+                present.len() as u64,
+                top + 1,
+                "round {round}: a gap below {top}"
+            );
+            for (&i, &n) in &present {
+                assert_eq!(
+                    n,
+                    if i % 4 == 0 { 3 } else { 1 },
+                    "round {round}: write {i} torn"
+                );
+            }
+            let last_acked = *acked.iter().max().unwrap();
+            assert!(
+                top == last_acked || top == last_acked + 1,
+                "round {round}: {top} vs {last_acked}"
+            );
             let ranges = engine.ranges().await.unwrap();
             for pair in ranges.windows(2) {
                 assert_eq!(

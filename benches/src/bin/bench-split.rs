@@ -106,8 +106,16 @@ fn main() {
             "# bench-split: {target}, {keys} keys of 11 B + 100 B loaded in {:.1} s; {SPLITS} splits per case",
             load.as_secs_f64()
         );
-        let (full, full_ids) = split_all(&engine, "a", keys).await;
-        let (empty, empty_ids) = split_all(&engine, "z", keys).await;
+        // SPLIT_BENCH_EMPTY_FIRST=1 swaps the order, to tell the range's size
+        // apart from the load's aftermath (flushes, compactions) in the tail.
+        let empty_first = std::env::var("SPLIT_BENCH_EMPTY_FIRST").is_ok_and(|v| v == "1");
+        let ((full, full_ids), (empty, empty_ids)) = if empty_first {
+            let empty = split_all(&engine, "z", keys).await;
+            (split_all(&engine, "a", keys).await, empty)
+        } else {
+            let full = split_all(&engine, "a", keys).await;
+            (full, split_all(&engine, "z", keys).await)
+        };
         summary(&format!("split, range of {keys} keys"), &full);
         summary("split, empty range", &empty);
         // Merge back, right to left: each merge absorbs the last range.
