@@ -21,6 +21,37 @@ fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
+/// A lone writer's put costs one fsync (its entry), not two: the batch
+/// that only advances the commit index is written without a sync.
+#[test]
+fn a_lone_writer_pays_one_fsync_per_write() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        engine.put("warm-up", "x").await.unwrap();
+        let before = engine.stats().await.unwrap();
+        for i in 0..200 {
+            engine.put(format!("k{i}"), "v").await.unwrap();
+        }
+        let after = engine.stats().await.unwrap();
+        let fsyncs = after.wal_fsyncs - before.wal_fsyncs;
+        assert!(
+            fsyncs >= 200,
+            "every acknowledged write was synced: {fsyncs}"
+        );
+        assert!(fsyncs <= 220, "one fsync per write, not two: {fsyncs}");
+        engine.close().await.unwrap();
+    });
+    // And what was acknowledged is there after a reopen.
+    runtime().block_on(async {
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        for i in 0..200 {
+            assert_eq!(engine.get(format!("k{i}")).await.unwrap(), Some(b("v")));
+        }
+        engine.close().await.unwrap();
+    });
+}
+
 #[test]
 fn crud_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -110,6 +110,9 @@ pub struct Ready {
     pub elections: ElectionEvents,
     persist_to: Option<(Index, Term)>,
     snapshot_index: Option<Index>,
+    /// Entries, a snapshot, or a new term or vote: the persist must be
+    /// durable before `messages_after_persist` go out.
+    sync: bool,
     apply_to: Option<Index>,
 }
 
@@ -132,6 +135,15 @@ impl Ready {
     /// `messages_after_persist` go out.
     pub fn must_persist(&self) -> bool {
         self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+    }
+
+    /// Whether the persist must be synced (fsync). Not when only the
+    /// commit index moved: a commit index lost in a crash is learned again
+    /// (from the leader, or by committing anew; never below what was
+    /// applied, see `RaftLog::new`), while entries, term and vote must
+    /// survive what this replica told others about them.
+    pub fn must_sync(&self) -> bool {
+        self.sync
     }
 }
 
@@ -417,6 +429,7 @@ impl<S: LogStore> RaftGroup<S> {
         }
         let hard = self.hard_state();
         if hard != self.prev_hard {
+            ready.sync |= hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
             ready.hard_state = Some(hard);
             self.prev_hard = hard;
         }
@@ -425,6 +438,7 @@ impl<S: LogStore> RaftGroup<S> {
             ready.snapshot = Some(snapshot.clone());
         }
         ready.entries = self.log.unstable_entries().to_vec();
+        ready.sync |= !ready.entries.is_empty() || ready.snapshot.is_some();
         if let Some(last) = ready.entries.last() {
             ready.persist_to = Some((last.index, last.term));
         }

@@ -24,8 +24,8 @@ use bytes::Bytes;
 use common::{describe, Faults, Sim};
 use flotilla_raftgroup::{
     ConfChange, ConfChangeError, Config, ElectionEvents, Entry, EntryKind, Error, HardState, Index,
-    MemStore, Message, MessageBody, RaftGroup, ReadState, ReplicaId, Role, Term, BOOTSTRAP_INDEX,
-    BOOTSTRAP_TERM,
+    LogStore, MemStore, Message, MessageBody, RaftGroup, ReadState, ReplicaId, Role, Term,
+    BOOTSTRAP_INDEX, BOOTSTRAP_TERM,
 };
 
 // ====================================================================
@@ -55,6 +55,8 @@ struct Peer {
     reads_dropped: Vec<Bytes>,
     /// Election events summed over every Ready.
     elections: ElectionEvents,
+    /// The hard state of the last Ready that carried one.
+    last_hard_state: HardState,
 }
 
 struct Net {
@@ -82,6 +84,7 @@ impl Net {
             tweak(&mut config);
             let group = RaftGroup::new(config.clone(), MemStore::new_with_voters(1..=n))
                 .expect("valid config");
+            let (last_hard_state, _) = group.store().initial_state().expect("initial state");
             peers.insert(
                 id,
                 Peer {
@@ -94,6 +97,7 @@ impl Net {
                     read_states: Vec::new(),
                     reads_dropped: Vec::new(),
                     elections: ElectionEvents::default(),
+                    last_hard_state,
                 },
             );
         }
@@ -141,6 +145,16 @@ impl Net {
             rounds += 1;
             assert!(rounds < 100, "replica {id} never runs out of Ready");
             let mut ready = group.ready();
+            // Sync exactly when entries, a snapshot, the term or the vote
+            // are new (a commit-only change needs no fsync), every ready
+            // of every scenario.
+            let hs = ready.hard_state.unwrap_or(peer.last_hard_state);
+            let expect_sync = !ready.entries.is_empty()
+                || ready.snapshot.is_some()
+                || hs.term != peer.last_hard_state.term
+                || hs.vote != peer.last_hard_state.vote;
+            assert_eq!(ready.must_sync(), expect_sync, "replica {id}: {ready:?}");
+            peer.last_hard_state = hs;
             peer.elections.pre_campaigns += ready.elections.pre_campaigns;
             peer.elections.campaigns += ready.elections.campaigns;
             peer.elections.won += ready.elections.won;
