@@ -4,7 +4,9 @@
 //!
 //! `BENCH_SECONDS` (default 3) per configuration; `BENCH_IDLE_RANGES`
 //! (default 10,000) and `BENCH_IDLE_SECONDS` (default 30) for the idle
-//! measurement; `BENCH_QUICK=1` runs a reduced matrix.
+//! measurement; `BENCH_QUICK=1` runs a reduced matrix, `BENCH_ONLY_IDLE=1`
+//! only the idle measurement. A plain binary (`bench-engine`), like
+//! `bench-transport`: `cargo bench` would compile a second RocksDB variant.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -175,7 +177,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let ranges_set: &[u64] = if quick { &[64] } else { &[1, 64, 1024] };
+    // BENCH_ONLY_IDLE=1: only the idle measurement (the throughput matrix is
+    // also `benches/engine-matrix.sh`, through flotilla-bench).
+    let only_idle = std::env::var("BENCH_ONLY_IDLE").is_ok_and(|v| v == "1");
+    let ranges_set: &[u64] = if only_idle {
+        &[]
+    } else if quick {
+        &[64]
+    } else {
+        &[1, 64, 1024]
+    };
     let writers_set: &[u64] = if quick { &[256] } else { &[1, 64, 256] };
 
     println!("engine write throughput, 256-byte values, fsync on, {secs} s per row");

@@ -28,6 +28,7 @@ mod command;
 mod config;
 mod engine;
 mod error;
+mod failpoint;
 mod meta;
 mod network;
 mod node;

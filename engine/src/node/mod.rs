@@ -200,6 +200,23 @@ pub(crate) struct Node {
 /// Cluster-unique ids: a node-local counter in the high bits, the node id
 /// in the low 16 bits. Two nodes never make the same id, and a node never
 /// makes one twice (the counter is persisted and only grows).
+/// Test crash points at the steps of splits and merges (see `failpoint`).
+fn fail_points(effects: &[Effect], stage: &str) {
+    for effect in effects {
+        let step = match effect {
+            Effect::Split { .. } => "split",
+            Effect::Frozen { .. } => "merge:freeze",
+            Effect::Merged { .. } => "merge:commit",
+            _ => continue,
+        };
+        let name = match step {
+            "split" => format!("split:{stage}"),
+            other => format!("{other}-{stage}"),
+        };
+        crate::failpoint::hit(&name);
+    }
+}
+
 fn make_id(counter: u64, node_id: u64) -> u64 {
     (counter << 16) | (node_id & 0xFFFF)
 }
@@ -265,6 +282,26 @@ impl Node {
             let meta = RangeMeta::decode(&raw)
                 .map_err(|e| Error::Storage(format!("range {range_id}: {e}")))?;
             node.start_peer(meta, false, false)?;
+        }
+        // Logs of ranges this node no longer holds: a crash between
+        // retiring a merged range's metadata and dropping its log (they are
+        // separate writes) leaves one; it would pin WAL segments forever.
+        let orphans: Vec<u64> = node
+            .wal
+            .groups()
+            .into_iter()
+            .filter(|id| !node.peers.contains_key(id))
+            .collect();
+        if !orphans.is_empty() {
+            tracing::warn!(
+                ?orphans,
+                "dropping the logs of ranges this node no longer holds"
+            );
+            let mut batch = WriteBatch::new();
+            for id in orphans {
+                batch.remove_group(id);
+            }
+            node.wal.write(&batch, true)?;
         }
         tracing::info!(
             node_id = node.config.node_id,
@@ -1001,7 +1038,9 @@ impl Node {
             self.peers.insert(range_id, peer);
         }
         let applied_any = !replies.is_empty();
+        fail_points(&effects, "persisted");
         apply.commit()?;
+        fail_points(&effects, "applied");
         let timing = ApplyTiming {
             committed_at,
             applied_at: Instant::now(),
