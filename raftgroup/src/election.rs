@@ -66,6 +66,7 @@ impl<S: LogStore> RaftGroup<S> {
             if member == id || pr.recent_active {
                 active += 1;
             }
+            pr.was_active = pr.recent_active;
             pr.recent_active = member == id;
         }
         active > self.conf.voters.len() / 2

@@ -155,6 +155,8 @@ pub struct ProgressStatus {
     pub next: Index,
     pub state: ProgressState,
     pub is_learner: bool,
+    /// Heard from in the current or the previous check-quorum round (an
+    /// election timeout or two): reachable, for admin decisions.
     pub recent_active: bool,
 }
 
@@ -544,7 +546,7 @@ impl<S: LogStore> RaftGroup<S> {
                     next: pr.next,
                     state: pr.state,
                     is_learner: pr.is_learner,
-                    recent_active: pr.recent_active,
+                    recent_active: pr.recent_active || pr.was_active,
                 })
                 .collect()
         } else {

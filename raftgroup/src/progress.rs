@@ -94,6 +94,9 @@ pub(crate) struct Progress {
     pub(crate) inflights: Inflights,
     /// Heard from since the last check-quorum round.
     pub(crate) recent_active: bool,
+    /// Heard from in the round before (so "recently" never means "in the
+    /// last instant" right after a round ends).
+    pub(crate) was_active: bool,
     /// Highest heartbeat round the member acknowledged (this term).
     pub(crate) acked_seq: u64,
     pub(crate) is_learner: bool,
@@ -109,6 +112,7 @@ impl Progress {
             probe_sent: false,
             inflights,
             recent_active: true,
+            was_active: true,
             acked_seq: 0,
             is_learner,
         }

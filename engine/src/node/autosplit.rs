@@ -105,11 +105,12 @@ pub(crate) struct Measured {
 }
 
 impl Node {
-    /// Called on every tick; does its work about once a second.
-    pub(super) fn check_auto_split(&mut self, now: Instant) {
+    /// Called on every tick; does its work about once a second. Returns
+    /// whether it proposed a split.
+    pub(super) fn check_auto_split(&mut self, now: Instant) -> bool {
         let config = self.config.auto_split.clone();
         if now < self.auto.next_check {
-            return;
+            return false;
         }
         self.auto.next_check = now + CHECK_EVERY;
         let window_over = now.duration_since(self.auto.window_started) >= config.load_window;
@@ -172,6 +173,7 @@ impl Node {
                 self.auto.ranges.entry(range_id).or_default();
             }
         }
+        let proposed = !splits.is_empty();
         for (range_id, key, why) in splits {
             self.auto_split(range_id, key, why);
         }
@@ -188,6 +190,7 @@ impl Node {
                 self.start_measure(range_id);
             }
         }
+        proposed
     }
 
     fn auto_split(&mut self, range_id: RangeId, key: Bytes, why: &str) {

@@ -175,6 +175,8 @@ pub(crate) struct Node {
     /// Committed entries a range cannot apply yet: from a `CommitMerge`
     /// whose local source has not applied its freeze, on.
     held: BTreeMap<RangeId, Vec<flotilla_raftgroup::Entry>>,
+    /// The last round of cycles stopped while still finding work.
+    cycle_pending: bool,
     membership: HashMap<RangeId, MembershipJob>,
     transfers: HashMap<RangeId, TransferJob>,
     /// Unknown ranges whose snapshot could not create a replica here (a
@@ -253,6 +255,7 @@ impl Node {
             frozen_since: HashMap::new(),
             auto: AutoSplit::new(Instant::now()),
             held: BTreeMap::new(),
+            cycle_pending: false,
             membership: HashMap::new(),
             transfers: HashMap::new(),
             unknown_cooldown: HashMap::new(),
@@ -469,10 +472,16 @@ impl Node {
             let Ok(first) = mailbox.recv() else { break };
             let mut next = Some(first);
             let mut handled = 0;
+            // Anything but a tick may give a group a ready; a tick only
+            // when it ticked an awake group or ran a job (see `tick`).
+            let mut busy = self.cycle_pending || !self.held.is_empty();
             while let Some(msg) = next.take() {
+                if !matches!(msg, Msg::Tick) {
+                    busy = true;
+                }
                 match msg {
                     Msg::Request(request) => self.handle_request(request),
-                    Msg::Tick => self.tick(),
+                    Msg::Tick => busy |= self.tick(),
                     Msg::Raft { from, messages } => self.step_messages(from, messages),
                     Msg::SnapshotStaged(staged) => self.install_staged(*staged),
                     Msg::SnapshotSent {
@@ -496,13 +505,19 @@ impl Node {
             // A cycle's persist can make entries committable (a single
             // voter commits on its own persist): run again at once rather
             // than wait for the next message.
-            let mut result = Ok(true);
-            for _ in 0..8 {
-                result = self.cycle();
-                if !matches!(result, Ok(true)) {
-                    break;
+            let mut result = Ok(false);
+            if busy {
+                result = Ok(true);
+                for _ in 0..8 {
+                    result = self.cycle();
+                    if !matches!(result, Ok(true)) {
+                        break;
+                    }
                 }
             }
+            // Eight busy cycles in a row: there may be more; do not wait
+            // for a message that does not come.
+            self.cycle_pending = matches!(result, Ok(true));
             if result.is_ok()
                 && !(self.membership.is_empty()
                     && self.transfers.is_empty()
@@ -706,16 +721,21 @@ impl Node {
     /// One timer tick. Hibernating groups are skipped; an idle leader whose
     /// followers hold everything tells them to hibernate too (no more ticks
     /// or heartbeats until a proposal, a message or a node failure).
-    fn tick(&mut self) {
+    /// One timer tick for the awake groups and the node's periodic jobs.
+    /// Returns whether a cycle may have work: an idle node whose groups all
+    /// hibernate must not scan every group for a ready on every tick.
+    fn tick(&mut self) -> bool {
         let now = Instant::now();
         self.note_tick_gap(now);
         self.last_tick_at = now;
         let mut hibernating = 0;
+        let mut ticked = 0;
         for peer in self.peers.values_mut() {
             if peer.group.is_quiescent() {
                 hibernating += 1;
                 continue;
             }
+            ticked += 1;
             peer.group.tick();
             if peer.group.is_leader()
                 && peer.proposals.is_empty()
@@ -727,9 +747,13 @@ impl Node {
             }
         }
         self.stats.ranges_hibernating = hibernating;
+        let jobs = !(self.membership.is_empty()
+            && self.transfers.is_empty()
+            && self.merges.is_empty()
+            && self.frozen_since.is_empty());
         self.drive_admin_jobs();
         self.check_orphaned_merges(now);
-        self.check_auto_split(now);
+        let auto_split = self.check_auto_split(now);
         // The time half of the compaction policy, checked about once a
         // minute of ticks for every range (busy ranges are also checked
         // after each cycle that applied something).
@@ -741,13 +765,15 @@ impl Node {
                 .retain(|_, e| now.duration_since(e.since) < EARLY_VOTE_AGE_MAX);
         }
         self.ticks += 1;
-        if self.ticks % 600 == 0 {
+        let compaction_round = self.ticks % 600 == 0;
+        if compaction_round {
             let all: Vec<RangeId> = self.peers.keys().copied().collect();
             if let Err(e) = self.maybe_compact(&all) {
                 tracing::error!(error = %e, "log compaction failed");
             }
         }
         metrics::gauge!("flotilla_ranges_hibernating").set(hibernating as f64);
+        ticked > 0 || jobs || auto_split || compaction_round
     }
 
     // ------------------------------------------------------------ requests
