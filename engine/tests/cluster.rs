@@ -7,13 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use flotilla::{Cluster, Error};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+mod common;
+use common::runtime;
 
 const TICK: Duration = Duration::from_millis(10);
 

@@ -9,13 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use flotilla::{Consistency, Engine, EngineConfig, Error, WriteOp};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+mod common;
+use common::runtime;
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())

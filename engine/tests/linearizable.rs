@@ -11,6 +11,9 @@ use bytes::Bytes;
 use flotilla::{Cluster, Error};
 use parking_lot::Mutex;
 
+mod common;
+use common::runtime;
+
 #[derive(Debug, Clone)]
 enum Op {
     Write(u64),
@@ -134,14 +137,6 @@ fn checker_rejects_a_stale_read() {
         completed: Some(1),
     }];
     assert!(!linearizable(&never_written));
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// A definite failure: the operation certainly did not take effect.
