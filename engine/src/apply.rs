@@ -91,16 +91,16 @@ pub(crate) fn apply_entry(
             return Err(Error::InvalidRequest(e.to_string()));
         }
     };
-    if command.version() != meta.desc.epoch.version && !matches!(command, Command::Write { .. }) {
-        tracing::debug!(
-            range_id,
-            index = entry.index,
-            command_version = command.version(),
-            version = meta.desc.epoch.version,
-            "admin command refused: epoch changed"
-        );
-    }
     if command.version() != meta.desc.epoch.version {
+        if !matches!(command, Command::Write { .. }) {
+            tracing::debug!(
+                range_id,
+                index = entry.index,
+                command_version = command.version(),
+                version = meta.desc.epoch.version,
+                "admin command refused: epoch changed"
+            );
+        }
         if let Command::CommitMerge { source, .. } = &command {
             effects.push(Effect::MergeRefused {
                 source: source.id,

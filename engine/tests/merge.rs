@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{eventually, runtime};
+use common::{eventually, leader_of_range, runtime};
 use flotilla::{Cluster, Engine, Error};
-use flotilla_raftgroup::Role;
 
 const TICK: Duration = Duration::from_millis(10);
 
@@ -45,23 +44,6 @@ async fn maps_agree(cluster: &Cluster, nodes: &[u64]) -> Option<Vec<(u64, Bytes,
         && first.last().map(|r| r.2.is_empty()) == Some(true)
         && first.windows(2).all(|w| w[0].2 == w[1].1);
     tiles.then_some(first)
-}
-
-/// The node leading the range `range_id`.
-async fn leader_of_range(cluster: &Cluster, range_id: u64) -> Option<u64> {
-    for id in 1..=cluster.len() as u64 {
-        let Some(engine) = cluster.node(id) else {
-            continue;
-        };
-        let ranges = engine.ranges().await.unwrap_or_default();
-        if ranges
-            .iter()
-            .any(|r| r.descriptor.id == range_id && r.role == Role::Leader)
-        {
-            return Some(id);
-        }
-    }
-    None
 }
 
 /// Merge `right` into `left`: bring both leaderships to one node first,

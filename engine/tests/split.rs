@@ -9,20 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, runtime};
-use flotilla::{Cluster, Engine};
-use flotilla_raftgroup::Role;
+use common::{eventually, leader_of_range, runtime};
+use flotilla::Cluster;
 
 const TICK: Duration = Duration::from_millis(10);
-
-async fn leads(engine: &Engine, range_id: u64) -> bool {
-    engine
-        .ranges()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .any(|r| r.descriptor.id == range_id && r.role == Role::Leader)
-}
 
 #[test]
 fn a_node_hearing_of_a_new_range_before_its_split_waits_for_the_split() {
@@ -42,7 +32,7 @@ fn a_node_hearing_of_a_new_range_before_its_split_waits_for_the_split() {
         eventually(
             "the new range has a leader",
             Duration::from_secs(10),
-            || async { leads(cluster.node(leader).unwrap(), right).await },
+            || async { leader_of_range(&cluster, right).await == Some(leader) },
         )
         .await;
         // The new range moves to `helper`, which talks to `late` freely.

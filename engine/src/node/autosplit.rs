@@ -16,6 +16,8 @@ use std::collections::HashMap;
 
 use flotilla_storage::state::RangeSize;
 
+use crate::config::AutoSplitConfig;
+
 use super::*;
 
 /// Keys kept per window for the load split's median.
@@ -47,11 +49,14 @@ pub(super) struct AutoSplit {
     next_check: Instant,
     measuring: bool,
     rng: u64,
+    /// Any automatic split or merge configured.
+    enabled: bool,
 }
 
 impl AutoSplit {
-    pub(super) fn new(now: Instant) -> AutoSplit {
+    pub(super) fn new(now: Instant, config: &AutoSplitConfig) -> AutoSplit {
         AutoSplit {
+            enabled: config.split_size_bytes > 0 || config.split_load_qps > 0 || config.merge,
             ranges: HashMap::new(),
             window_started: now,
             next_check: now + CHECK_EVERY,
@@ -60,8 +65,12 @@ impl AutoSplit {
         }
     }
 
-    /// A request served by this node's leader of `range_id`.
+    /// A request served by this node's leader of `range_id` (nothing to
+    /// count when every automatic decision is off: this is the write path).
     pub(super) fn note(&mut self, range_id: RangeId, key: &Bytes, bytes_written: u64) {
+        if !self.enabled {
+            return;
+        }
         let load = self.ranges.entry(range_id).or_default();
         load.written_since_check += bytes_written;
         load.window_requests += 1;

@@ -31,3 +31,20 @@ where
     }
     panic!("not reached within {deadline:?}: {what}");
 }
+
+/// The node whose replica leads range `range_id`, if any node says so.
+pub async fn leader_of_range(cluster: &flotilla::Cluster, range_id: u64) -> Option<u64> {
+    for id in 1..=cluster.len() as u64 {
+        let Some(engine) = cluster.node(id) else {
+            continue;
+        };
+        let ranges = engine.ranges().await.unwrap_or_default();
+        if ranges
+            .iter()
+            .any(|r| r.descriptor.id == range_id && r.role == flotilla_raftgroup::Role::Leader)
+        {
+            return Some(id);
+        }
+    }
+    None
+}

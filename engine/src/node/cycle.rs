@@ -1,0 +1,362 @@
+//! The batched round over every group with a Ready: one WAL batch, one
+//! state-store apply batch, then the effects of what applied (new ranges,
+//! merges, membership) and the answers to callers.
+
+use super::*;
+
+/// Test crash points at the steps of splits and merges (see `failpoint`).
+fn fail_points(effects: &[Effect], stage: &str) {
+    for effect in effects {
+        let name = match effect {
+            Effect::Split { .. } => format!("split:{stage}"),
+            Effect::Frozen { .. } => format!("merge:freeze-{stage}"),
+            Effect::Merged { .. } => format!("merge:commit-{stage}"),
+            _ => continue,
+        };
+        crate::failpoint::hit(&name);
+    }
+}
+
+impl Node {
+    /// One batched round over every group with a Ready. Returns whether
+    /// any group had one.
+    pub(super) fn cycle(&mut self) -> Result<bool, Error> {
+        let mut wal_batch = WriteBatch::new();
+        let mut readies = Vec::new();
+        for (&range_id, peer) in self.peers.iter_mut() {
+            if !peer.group.has_ready() {
+                continue;
+            }
+            let ready = peer.group.ready();
+            self.stats.observe_ready(range_id, &ready, peer.leader_seen);
+            if let Some(soft) = ready.soft_state {
+                peer.leader_seen = soft.leader;
+            }
+            if let Some(snapshot) = &ready.snapshot {
+                wal_batch.install_snapshot(range_id, snapshot.meta.index, snapshot.meta.term);
+                wal_batch.set_conf_state(range_id, snapshot.meta.conf_state.clone());
+            }
+            wal_batch.append(range_id, &ready.entries)?;
+            if let Some(hs) = ready.hard_state {
+                wal_batch.set_hard_state(range_id, hs);
+            }
+            readies.push((range_id, ready));
+        }
+        if readies.is_empty() && self.held.is_empty() {
+            return Ok(false);
+        }
+        // A leader's appends may leave before its own persist: the disk
+        // write and the followers' run in parallel.
+        for (range_id, ready) in readies.iter_mut() {
+            let messages = std::mem::take(&mut ready.messages);
+            self.send_messages(*range_id, messages);
+        }
+        if !wal_batch.is_empty() {
+            // A batch that only moves commit indexes needs no fsync (Raft
+            // relearns a lost commit index; on restart it is never below
+            // the applied one). A lone writer's entry then costs one fsync,
+            // not two (entry, then its commit).
+            let sync = self.config.wal_sync && readies.iter().any(|(_, r)| r.must_sync());
+            let started = Instant::now();
+            self.wal.write(&wal_batch, sync)?;
+            metrics::histogram!("flotilla_wal_write_seconds")
+                .record(started.elapsed().as_secs_f64());
+            self.stats.wal_writes += 1;
+        }
+        for (range_id, ready) in readies.iter_mut() {
+            let messages = std::mem::take(&mut ready.messages_after_persist);
+            self.send_messages(*range_id, messages);
+        }
+        let committed_at = Instant::now();
+        let mut apply = self.store.apply_batch();
+        let mut effects = Vec::new();
+        let mut replies: Vec<(RangeId, u64, u64, Result<Outcome, Error>)> = Vec::new();
+        let mut conf_changes = Vec::new();
+        // Each range's entries: first those held back by an earlier cycle.
+        let mut work: Vec<(RangeId, Vec<flotilla_raftgroup::Entry>)> = Vec::new();
+        for (range_id, ready) in readies.iter_mut() {
+            let mut entries = self.held.remove(range_id).unwrap_or_default();
+            entries.append(&mut ready.committed_entries);
+            if !entries.is_empty() {
+                work.push((*range_id, entries));
+            }
+        }
+        let held_only: Vec<RangeId> = self.held.keys().copied().collect();
+        for range_id in held_only {
+            if let Some(entries) = self.held.remove(&range_id) {
+                work.push((range_id, entries));
+            }
+        }
+        let applied_before = self.stats.entries_applied;
+        let touched: Vec<RangeId> = work.iter().map(|(id, _)| *id).collect();
+        for (range_id, entries) in work {
+            let Some(mut peer) = self.peers.remove(&range_id) else {
+                continue;
+            };
+            let is_leader = peer.group.is_leader();
+            let mut rest = Vec::new();
+            let mut last_applied = None;
+            for entry in entries {
+                if !rest.is_empty() {
+                    rest.push(entry);
+                    continue;
+                }
+                if entry.index <= peer.applied.0 {
+                    // Already in the state store (a snapshot brought it).
+                    replies.push((range_id, entry.index, entry.term, Ok(Outcome::Done)));
+                    continue;
+                }
+                if entry.kind == EntryKind::Normal
+                    && crate::command::is_commit_merge(&entry.data)
+                    && merge_must_wait(&mut self.peers, &entry.data)
+                {
+                    rest.push(entry);
+                    continue;
+                }
+                let outcome = match entry.kind {
+                    _ if entry.data.is_empty() => Ok(Outcome::Done),
+                    EntryKind::ConfChange => {
+                        match Self::apply_membership(
+                            &mut peer,
+                            entry.index,
+                            &entry.data,
+                            &mut apply,
+                            &mut effects,
+                        ) {
+                            Ok(conf) => {
+                                conf_changes.push((range_id, conf));
+                                Ok(Outcome::Done)
+                            }
+                            Err(e) => {
+                                tracing::warn!(range_id, index = entry.index, error = %e, "membership change refused at apply");
+                                Err(e)
+                            }
+                        }
+                    }
+                    EntryKind::Normal => apply_entry(
+                        &mut peer.meta,
+                        is_leader,
+                        &entry,
+                        &LocalView { peers: &self.peers },
+                        &mut apply,
+                        &mut effects,
+                    ),
+                };
+                replies.push((range_id, entry.index, entry.term, outcome));
+                self.stats.entries_applied += 1;
+                last_applied = Some((entry.index, entry.term));
+            }
+            if let Some((index, term)) = last_applied {
+                if index > peer.applied.0 {
+                    apply.set_applied(range_id, index, term);
+                    peer.applied = (index, term);
+                }
+            }
+            if !rest.is_empty() {
+                self.held.insert(range_id, rest);
+            }
+            self.peers.insert(range_id, peer);
+        }
+        let applied_any = !replies.is_empty();
+        fail_points(&effects, "persisted");
+        apply.commit()?;
+        fail_points(&effects, "applied");
+        let timing = ApplyTiming {
+            committed_at,
+            applied_at: Instant::now(),
+        };
+        if applied_any {
+            let took = timing.applied_at.duration_since(committed_at);
+            metrics::histogram!("flotilla_raft_apply_seconds").record(took.as_secs_f64());
+        }
+        {
+            let mut shared = self.applied_shared.write();
+            for range_id in &touched {
+                if let Some(peer) = self.peers.get(range_id) {
+                    shared.insert(*range_id, peer.applied.0);
+                }
+            }
+        }
+        if !conf_changes.is_empty() {
+            // The descriptors (committed above) are the durable record; this
+            // copy lets the log's configuration follow without a restart.
+            let mut batch = WriteBatch::new();
+            for (range_id, conf) in conf_changes {
+                batch.set_conf_state(range_id, conf);
+                self.stats.membership_changes += 1;
+            }
+            self.wal.write(&batch, false)?;
+        }
+        for (range_id, index, term, outcome) in replies {
+            if let Some(peer) = self.peers.get_mut(&range_id) {
+                peer.resolve(index, term, outcome, timing);
+            }
+        }
+        let active: Vec<RangeId> = readies.iter().map(|(id, _)| *id).collect();
+        for (range_id, mut ready) in readies {
+            let Some(peer) = self.peers.get_mut(&range_id) else {
+                continue;
+            };
+            for state in std::mem::take(&mut ready.read_states) {
+                let mut raw = [0u8; 8];
+                if state.context.len() == 8 {
+                    raw.copy_from_slice(&state.context);
+                }
+                if let Some(waiter) = peer.reads_unconfirmed.remove(&u64::from_le_bytes(raw)) {
+                    peer.reads_confirmed.push((state.index, waiter));
+                }
+            }
+            let dropped: Vec<u64> = ready
+                .reads_dropped
+                .iter()
+                .filter(|c| c.len() == 8)
+                .map(|c| {
+                    let mut raw = [0u8; 8];
+                    raw.copy_from_slice(c);
+                    u64::from_le_bytes(raw)
+                })
+                .collect();
+            peer.group.advance(ready);
+            let error = peer.not_leader();
+            let mut failed = Vec::new();
+            for context in dropped {
+                if let Some(waiter) = peer.reads_unconfirmed.remove(&context) {
+                    failed.push(waiter);
+                }
+            }
+            for waiter in failed {
+                self.read_failed(waiter, error.clone());
+            }
+            self.serve_confirmed_reads(range_id);
+        }
+        for effect in effects {
+            self.after_apply(effect)?;
+        }
+        self.maybe_compact(&active)?;
+        if let Some(network) = &self.network {
+            network.transport.flush();
+        }
+        Ok(!active.is_empty() || self.stats.entries_applied > applied_before)
+    }
+
+    /// Forget a local replica whose keys `target` now owns (a merge, or a
+    /// snapshot of the widened target): its raft group and log go, its
+    /// data stays (raw keys, now the target's). The state store's metadata
+    /// of it is retired by the caller's batch.
+    pub(super) fn drop_absorbed(
+        &mut self,
+        source: RangeId,
+        target: &RangeDescriptor,
+    ) -> Result<(), Error> {
+        self.applied_shared.write().remove(&source);
+        self.frozen_since.remove(&source);
+        self.held.remove(&source);
+        if let Some(mut peer) = self.peers.remove(&source) {
+            let mut scans = Vec::new();
+            let error = Error::EpochMismatch {
+                range_id: source,
+                current: vec![target.clone()],
+            };
+            peer.fail_all(&error, &mut scans);
+            for job in scans {
+                if let Some(job) = self.scans.remove(&job) {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+            }
+        }
+        if let Some(job) = self.merges.remove(&source) {
+            let _ = job.reply.send(Err(Error::AdminRefused(format!(
+                "range {source} was absorbed by range {}",
+                target.id
+            ))));
+        }
+        let mut batch = WriteBatch::new();
+        batch.remove_group(source);
+        self.wal.write(&batch, true)?;
+        Ok(())
+    }
+
+    fn after_apply(&mut self, effect: Effect) -> Result<(), Error> {
+        match effect {
+            Effect::Split {
+                left,
+                right,
+                parent_leader,
+            } => {
+                let right_desc = right.desc.clone();
+                self.auto.split_applied(left.id, right_desc.id);
+                if let Some(peer) = self.peers.get_mut(&left.id) {
+                    peer.meta.desc = left.clone();
+                }
+                tracing::info!(
+                    range_id = left.id,
+                    new_range_id = right_desc.id,
+                    version = left.epoch.version,
+                    "split applied"
+                );
+                if let Err(e) = self.router.map_mut().apply_split(left, right_desc) {
+                    tracing::error!(error = %e, "range map refused a split that applied");
+                }
+                self.start_peer(right, parent_leader, true)?;
+                self.stats.splits += 1;
+            }
+            Effect::Frozen {
+                source,
+                target,
+                index,
+                term,
+            } => {
+                if let Some(peer) = self.peers.get(&source) {
+                    let _ = self.router.map_mut().update(peer.meta.desc.clone());
+                }
+                tracing::info!(range_id = source, target, index, "frozen for a merge");
+                self.source_frozen(source, target, index, term);
+            }
+            Effect::MergeRefused { source, target } => {
+                // The apply already updated the target's own descriptor.
+                let _ = self.router.map_mut().update(target);
+                self.merge_refused(source);
+            }
+            Effect::Merged { target, source } => {
+                self.drop_absorbed(source, &target)?;
+                if let Some(peer) = self.peers.get_mut(&target.id) {
+                    peer.meta.desc = target.clone();
+                }
+                tracing::info!(
+                    range_id = target.id,
+                    source,
+                    version = target.epoch.version,
+                    "merge applied"
+                );
+                if let Err(e) = self.router.map_mut().apply_merge(target, source) {
+                    tracing::error!(error = %e, "range map refused a merge that applied");
+                }
+                self.stats.merges += 1;
+            }
+            Effect::Unfrozen { source } => {
+                tracing::info!(
+                    range_id = source.id,
+                    version = source.epoch.version,
+                    "merge rolled back: unfrozen"
+                );
+                self.frozen_since.remove(&source.id);
+                let _ = self.router.map_mut().update(source);
+            }
+            Effect::Reconfigured {
+                desc,
+                removed_here,
+                tell_removed,
+            } => {
+                let range_id = desc.id;
+                let _ = self.router.map_mut().update(desc);
+                if let Some((replica, node, index)) = tell_removed {
+                    self.tell_removed(range_id, replica, node, index);
+                }
+                if removed_here {
+                    self.destroy_replica(range_id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
