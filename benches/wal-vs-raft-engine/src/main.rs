@@ -7,7 +7,8 @@
 //! write with fsync. Writers own disjoint groups; when there are fewer
 //! groups than writers, writers sharing a group take turns (a group's
 //! appends are ordered, as in Raft). Both engines see the same workload,
-//! same disk, same run.
+//! same disk, same run; each cell's time is cut into slices that alternate
+//! between the engines, so a slow spell of the machine hits both.
 //!
 //! ```text
 //! cargo run --release -p flotilla-bench --bin wal_bench             # 10 s per cell
@@ -26,6 +27,8 @@ use flotilla_raftgroup::Entry;
 use flotilla_storage::wal::{Wal, WalConfig, WriteBatch};
 
 const ENTRY_BYTES: usize = 256;
+/// Alternating slices per engine in each cell (see `run_cell`).
+const SLICES: u32 = 4;
 
 #[derive(Clone)]
 struct RaftEngineMessages;
@@ -66,10 +69,12 @@ struct RaftEngine(raft_engine::Engine);
 
 impl Appender for RaftEngine {
     fn append(&self, group: u64, index: u64, data: &[u8]) {
-        let mut entry = raft_proto::eraftpb::Entry::default();
-        entry.term = 1;
-        entry.index = index;
-        entry.data = data.to_vec().into();
+        let entry = raft_proto::eraftpb::Entry {
+            term: 1,
+            index,
+            data: data.to_vec().into(),
+            ..Default::default()
+        };
         let mut batch = raft_engine::LogBatch::default();
         batch
             .add_entries::<RaftEngineMessages>(group, &[entry])
@@ -91,14 +96,47 @@ struct CellResult {
     bytes_per_fsync: Option<f64>,
 }
 
-fn run_cell(
-    appender: Arc<dyn Appender>,
-    groups: u64,
+/// What one engine did in one cell, summed over its slices.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    seconds: f64,
+    fsyncs: u64,
+    batches: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn result(mut self) -> CellResult {
+        self.latencies_us.sort_unstable();
+        let n = self.latencies_us.len();
+        let at = |q: usize| {
+            self.latencies_us
+                .get((n * q / 100).min(n.saturating_sub(1)))
+        };
+        let per_fsync = |x: u64| (self.fsyncs > 0).then(|| x as f64 / self.fsyncs as f64);
+        CellResult {
+            entries_per_sec: n as f64 / self.seconds.max(1e-9),
+            mib_per_sec: n as f64 * ENTRY_BYTES as f64 / self.seconds.max(1e-9) / (1 << 20) as f64,
+            p50_us: at(50).copied().unwrap_or(0),
+            p99_us: at(99).copied().unwrap_or(0),
+            batches_per_fsync: per_fsync(self.batches),
+            bytes_per_fsync: per_fsync(self.bytes),
+        }
+    }
+}
+
+/// Runs `writers` threads against one engine for `duration`, adding what
+/// they did to `tally`. `next` holds each group's next index, kept across
+/// slices so the engine sees one contiguous log per group.
+fn run_slice(
+    appender: &Arc<dyn Appender>,
+    next: &Arc<Vec<Mutex<u64>>>,
     writers: u64,
     duration: Duration,
-) -> CellResult {
-    // Groups shared by several writers are guarded so appends stay ordered.
-    let locks: Arc<Vec<Mutex<u64>>> = Arc::new((0..groups).map(|_| Mutex::new(1)).collect());
+    tally: &mut Tally,
+) {
+    let groups = next.len() as u64;
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(writers as usize + 1));
     let before = appender.fsync_stats();
@@ -106,11 +144,13 @@ fn run_cell(
         .map(|w| {
             let (appender, locks, stop, barrier) = (
                 appender.clone(),
-                locks.clone(),
+                next.clone(),
                 stop.clone(),
                 barrier.clone(),
             );
             std::thread::spawn(move || {
+                // Writers sharing a group take turns: a group's appends are
+                // ordered, as in Raft.
                 let mine: Vec<u64> = if groups >= writers {
                     (w..groups).step_by(writers as usize).collect()
                 } else {
@@ -147,29 +187,61 @@ fn run_cell(
     let started = Instant::now();
     std::thread::sleep(duration);
     stop.store(true, Ordering::Relaxed);
-    let mut latencies: Vec<u64> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("writer"))
-        .collect();
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let count = latencies.len().max(1);
-    let after = appender.fsync_stats();
-    let (batches_per_fsync, bytes_per_fsync) = match (before, after) {
-        (Some((f0, b0, y0)), Some((f1, b1, y1))) if f1 > f0 => (
-            Some((b1 - b0) as f64 / (f1 - f0) as f64),
-            Some((y1 - y0) as f64 / (f1 - f0) as f64),
-        ),
-        _ => (None, None),
-    };
-    CellResult {
-        entries_per_sec: latencies.len() as f64 / elapsed,
-        mib_per_sec: latencies.len() as f64 * ENTRY_BYTES as f64 / elapsed / (1 << 20) as f64,
-        p50_us: latencies[count / 2 % latencies.len().max(1)],
-        p99_us: latencies[(count * 99 / 100).min(latencies.len().saturating_sub(1))],
-        batches_per_fsync,
-        bytes_per_fsync,
+    for handle in handles {
+        tally
+            .latencies_us
+            .extend(handle.join().expect("writer thread"));
     }
+    tally.seconds += started.elapsed().as_secs_f64();
+    if let (Some((f0, b0, y0)), Some((f1, b1, y1))) = (before, appender.fsync_stats()) {
+        tally.fsyncs += f1 - f0;
+        tally.batches += b1 - b0;
+        tally.bytes += y1 - y0;
+    }
+}
+
+/// Both engines on one cell. The time is cut into `SLICES` slices run
+/// alternately (ours, theirs, ours, ...), so a slow spell of the machine
+/// (this is a shared VM) falls on both rather than on whichever ran then.
+fn run_cell(
+    ours: Arc<dyn Appender>,
+    theirs: Arc<dyn Appender>,
+    groups: u64,
+    writers: u64,
+    duration: Duration,
+) -> (CellResult, CellResult) {
+    let slice = duration / SLICES;
+    let next_ours = Arc::new((0..groups).map(|_| Mutex::new(1)).collect());
+    let next_theirs = Arc::new((0..groups).map(|_| Mutex::new(1)).collect());
+    // WAL_BENCH_ONLY=flotilla|raft-engine runs one engine (for perf stat).
+    let only = std::env::var("WAL_BENCH_ONLY").ok();
+    let (run_ours, run_theirs) = match only.as_deref() {
+        Some("flotilla") => (true, false),
+        Some("raft-engine") => (false, true),
+        _ => (true, true),
+    };
+    let (mut a, mut b) = (Tally::default(), Tally::default());
+    for round in 0..SLICES {
+        let mut ours_slice = || {
+            if run_ours {
+                run_slice(&ours, &next_ours, writers, slice, &mut a);
+            }
+        };
+        let mut theirs_slice = || {
+            if run_theirs {
+                run_slice(&theirs, &next_theirs, writers, slice, &mut b);
+            }
+        };
+        // Alternate who goes first, too.
+        if round % 2 == 0 {
+            ours_slice();
+            theirs_slice();
+        } else {
+            theirs_slice();
+            ours_slice();
+        }
+    }
+    (a.result(), b.result())
 }
 
 /// pwrite + fdatasync of `bytes_per_write` into a preallocated file:
@@ -224,7 +296,7 @@ fn main() {
         let (g, w) = v.split_once('x')?;
         Some((g.parse().ok()?, w.parse().ok()?))
     });
-    println!("# wal_bench: {ENTRY_BYTES}-byte entries, one entry per write, fsync per write, {secs} s per cell, dir {base}");
+    println!("# wal_bench: {ENTRY_BYTES}-byte entries, one entry per write, fsync per write, {secs} s per engine per cell in {SLICES} alternating slices, dir {base}");
     println!(
         "{:>7} {:>7} | {:>12} {:>8} {:>8} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>7} | {:>12} {:>12}",
         "groups",
@@ -249,9 +321,6 @@ fn main() {
             }
             let wal_dir = tempfile::tempdir_in(&base).expect("tempdir");
             let wal = Wal::open(wal_dir.path(), WalConfig::default()).expect("open wal");
-            let ours = run_cell(Arc::new(FlotillaWal(wal)), groups, writers, duration);
-            drop(wal_dir);
-
             let re_dir = tempfile::tempdir_in(&base).expect("tempdir");
             let config = raft_engine::Config {
                 dir: re_dir.path().to_str().expect("utf-8 path").to_owned(),
@@ -261,8 +330,14 @@ fn main() {
                 ..raft_engine::Config::default()
             };
             let engine = raft_engine::Engine::open(config).expect("open raft-engine");
-            let theirs = run_cell(Arc::new(RaftEngine(engine)), groups, writers, duration);
-            drop(re_dir);
+            let (ours, theirs) = run_cell(
+                Arc::new(FlotillaWal(wal)),
+                Arc::new(RaftEngine(engine)),
+                groups,
+                writers,
+                duration,
+            );
+            drop((wal_dir, re_dir));
 
             let batch_bytes = ours.bytes_per_fsync.unwrap_or(ENTRY_BYTES as f64) as usize;
             let raw_dir = tempfile::tempdir_in(&base).expect("tempdir");
