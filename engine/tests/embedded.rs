@@ -485,3 +485,76 @@ fn idle_ranges_hibernate_and_wake_on_a_write() {
         engine.close().await.unwrap();
     });
 }
+
+/// Many writers over many ranges keep the mailbox full, so state-store
+/// batches are written on the apply thread while the raft loop goes on.
+/// An acknowledged write must still be in the state store: read back at
+/// once (linearizable and stale), and after a reopen.
+#[test]
+fn acknowledged_writes_are_readable_at_once_with_the_apply_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    const WRITERS: usize = 64;
+    const PUTS: usize = 100;
+    runtime().block_on(async {
+        let mut config = EngineConfig::new(dir.path());
+        // The apply thread writes late: an answer sent before the write
+        // would be followed by reads that miss it.
+        config.apply_delay = Duration::from_millis(2);
+        let engine = std::sync::Arc::new(Engine::open(config).unwrap());
+        for w in 1..WRITERS {
+            engine.split(format!("w{w:03}")).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    for i in 0..PUTS {
+                        let key = format!("w{w:03}-{i:04}");
+                        let value = Bytes::from(format!("{w}:{i}"));
+                        engine.put(key.clone(), value.clone()).await.unwrap();
+                        // The local read first: it is served at once,
+                        // with no raft round that would wait for the write.
+                        let stale = engine
+                            .get_with(key.clone(), Consistency::Stale)
+                            .await
+                            .unwrap();
+                        assert_eq!(
+                            stale,
+                            Some(value.clone()),
+                            "local read of {key} after its ack"
+                        );
+                        let read = engine.get(key.clone()).await.unwrap();
+                        assert_eq!(read, Some(value), "linearizable read of {key}");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let stats = engine.stats().await.unwrap();
+        assert!(
+            stats.apply_batches_offloaded > 0,
+            "no batch went to the apply thread: {stats:?}"
+        );
+        engine.close().await.unwrap();
+        drop(engine);
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        let rows = engine
+            .scan(Bytes::new()..Bytes::new(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), WRITERS * PUTS);
+        for (key, value) in rows {
+            let key = std::str::from_utf8(&key).unwrap();
+            let (w, i) = key[1..].split_once('-').unwrap();
+            let expected = format!(
+                "{}:{}",
+                w.parse::<usize>().unwrap(),
+                i.parse::<usize>().unwrap()
+            );
+            assert_eq!(value, Bytes::from(expected), "{key} after reopen");
+        }
+        engine.close().await.unwrap();
+    });
+}

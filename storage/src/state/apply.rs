@@ -33,8 +33,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// batch.set_applied(2, 4, 3);
 /// batch.commit().unwrap();
 /// ```
-pub struct ApplyBatch<'a> {
-    store: &'a StateStore,
+pub struct ApplyBatch {
+    /// Owned (a cheap handle): the batch may be written on another thread.
+    store: StateStore,
     batch: WriteBatch,
     applied: BTreeMap<RangeId, IndexTerm>,
     touched: BTreeSet<RangeId>,
@@ -46,10 +47,10 @@ pub struct ApplyBatch<'a> {
     error: Option<StateError>,
 }
 
-impl<'a> ApplyBatch<'a> {
-    pub(crate) fn new(store: &'a StateStore) -> Self {
+impl ApplyBatch {
+    pub(crate) fn new(store: &StateStore) -> Self {
         ApplyBatch {
-            store,
+            store: store.clone(),
             batch: WriteBatch::default(),
             applied: BTreeMap::new(),
             touched: BTreeSet::new(),
