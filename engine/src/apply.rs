@@ -79,7 +79,7 @@ pub(crate) fn apply_entry(
     is_leader: bool,
     entry: &Entry,
     view: &LocalView<'_>,
-    batch: &mut ApplyBatch,
+    batch: &mut ApplyBatch<'_>,
     effects: &mut Vec<Effect>,
 ) -> Result<Outcome, Error> {
     let range_id = meta.desc.id;

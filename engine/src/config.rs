@@ -110,11 +110,6 @@ pub struct EngineConfig {
     pub membership_timeout: Duration,
     /// Automatic split by size and load; optional automatic merge.
     pub auto_split: AutoSplitConfig,
-    /// Test hook: the apply thread waits this long before each write,
-    /// widening the window in which an answer sent before its write would
-    /// show. Zero.
-    #[doc(hidden)]
-    pub apply_delay: Duration,
 }
 
 impl EngineConfig {
@@ -143,7 +138,6 @@ impl EngineConfig {
             replication_factor: 3,
             membership_timeout: Duration::from_secs(600),
             auto_split: AutoSplitConfig::default(),
-            apply_delay: Duration::ZERO,
         }
     }
 

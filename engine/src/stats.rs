@@ -45,9 +45,6 @@ pub struct NodeStats {
     /// Splits and merges the automatic checker started here.
     pub auto_splits: u64,
     pub auto_merges: u64,
-    /// Apply batches written by the apply thread while the raft loop went
-    /// on (the rest are written on the raft thread).
-    pub apply_batches_offloaded: u64,
     pub uptime_ms: u64,
 }
 

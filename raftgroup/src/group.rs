@@ -131,12 +131,6 @@ impl Ready {
             && self.elections.is_empty()
     }
 
-    /// The last committed entry this ready hands out, for
-    /// [`RaftGroup::advance_apply_to`] once the application applied it.
-    pub fn apply_to(&self) -> Option<Index> {
-        self.apply_to
-    }
-
     /// Whether anything must reach stable storage before
     /// `messages_after_persist` go out.
     pub fn must_persist(&self) -> bool {

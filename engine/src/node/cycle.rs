@@ -17,23 +17,6 @@ fn fail_points(effects: &[Effect], stage: &str) {
     }
 }
 
-/// An apply batch built by a cycle and what follows its write.
-pub(super) struct PendingApply {
-    committed_at: Instant,
-    applied_any: bool,
-    replies: Vec<(RangeId, u64, u64, Result<Outcome, Error>)>,
-    /// New applied index and term per range.
-    applied_to: Vec<(RangeId, (u64, u64))>,
-    /// Ranges whose entries were looked at (for the shared applied map).
-    touched: Vec<RangeId>,
-    /// The raft groups' `apply_to` of their readies.
-    apply_to: Vec<(RangeId, u64)>,
-    /// Ranges that had a ready.
-    active: Vec<RangeId>,
-    conf_changes: Vec<(RangeId, ConfState)>,
-    effects: Vec<Effect>,
-}
-
 impl Node {
     /// One batched round over every group with a Ready. Returns whether
     /// any group had one.
@@ -84,15 +67,11 @@ impl Node {
             let messages = std::mem::take(&mut ready.messages_after_persist);
             self.send_messages(*range_id, messages);
         }
-        // The batch in flight must be written before this one is built:
-        // its applied indexes and effects are what this one starts from.
-        self.finish_apply()?;
         let committed_at = Instant::now();
         let mut apply = self.store.apply_batch();
         let mut effects = Vec::new();
         let mut replies: Vec<(RangeId, u64, u64, Result<Outcome, Error>)> = Vec::new();
         let mut conf_changes = Vec::new();
-        let mut applied_to: Vec<(RangeId, (u64, u64))> = Vec::new();
         // Each range's entries: first those held back by an earlier cycle.
         let mut work: Vec<(RangeId, Vec<flotilla_raftgroup::Entry>)> = Vec::new();
         for (range_id, ready) in readies.iter_mut() {
@@ -170,7 +149,7 @@ impl Node {
             if let Some((index, term)) = last_applied {
                 if index > peer.applied.0 {
                     apply.set_applied(range_id, index, term);
-                    applied_to.push((range_id, (index, term)));
+                    peer.applied = (index, term);
                 }
             }
             if !rest.is_empty() {
@@ -178,40 +157,42 @@ impl Node {
             }
             self.peers.insert(range_id, peer);
         }
-        let active: Vec<RangeId> = readies.iter().map(|(id, _)| *id).collect();
-        let applied = PendingApply {
+        let applied_any = !replies.is_empty();
+        fail_points(&effects, "persisted");
+        apply.commit()?;
+        fail_points(&effects, "applied");
+        let timing = ApplyTiming {
             committed_at,
-            applied_any: !replies.is_empty(),
-            replies,
-            applied_to,
-            touched,
-            apply_to: readies
-                .iter()
-                .filter_map(|(id, ready)| ready.apply_to().map(|index| (*id, index)))
-                .collect(),
-            active,
-            conf_changes,
-            effects,
+            applied_at: Instant::now(),
         };
-        // With more work waiting in the mailbox, the write goes to the
-        // apply thread and that work runs meanwhile. With none, it is
-        // written here: a hand-off to another thread cost a lone writer
-        // more than it saved. Anything that changes the node (splits,
-        // merges, membership, held merge entries) is written here and
-        // carried out at once, as the crash points expect.
-        let pipelined = applied.applied_any
-            && self.inbox.as_ref().is_some_and(|inbox| !inbox.is_empty())
-            && applied.effects.is_empty()
-            && applied.conf_changes.is_empty()
-            && self.held.is_empty();
-        if pipelined {
-            self.apply_worker.submit(apply)?;
-            self.stats.apply_batches_offloaded += 1;
-        } else {
-            fail_points(&applied.effects, "persisted");
-            apply.commit()?;
-            fail_points(&applied.effects, "applied");
+        if applied_any {
+            let took = timing.applied_at.duration_since(committed_at);
+            metrics::histogram!("flotilla_raft_apply_seconds").record(took.as_secs_f64());
         }
+        {
+            let mut shared = self.applied_shared.write();
+            for range_id in &touched {
+                if let Some(peer) = self.peers.get(range_id) {
+                    shared.insert(*range_id, peer.applied.0);
+                }
+            }
+        }
+        if !conf_changes.is_empty() {
+            // The descriptors (committed above) are the durable record; this
+            // copy lets the log's configuration follow without a restart.
+            let mut batch = WriteBatch::new();
+            for (range_id, conf) in conf_changes {
+                batch.set_conf_state(range_id, conf);
+                self.stats.membership_changes += 1;
+            }
+            self.wal.write(&batch, false)?;
+        }
+        for (range_id, index, term, outcome) in replies {
+            if let Some(peer) = self.peers.get_mut(&range_id) {
+                peer.resolve(index, term, outcome, timing);
+            }
+        }
+        let active: Vec<RangeId> = readies.iter().map(|(id, _)| *id).collect();
         for (range_id, mut ready) in readies {
             let Some(peer) = self.peers.get_mut(&range_id) else {
                 continue;
@@ -235,9 +216,7 @@ impl Node {
                     u64::from_le_bytes(raw)
                 })
                 .collect();
-            // Persisted now; applied once the batch is written (below, or
-            // when the apply thread reports it).
-            peer.group.advance_append(ready);
+            peer.group.advance(ready);
             let error = peer.not_leader();
             let mut failed = Vec::new();
             for context in dropped {
@@ -248,85 +227,16 @@ impl Node {
             for waiter in failed {
                 self.read_failed(waiter, error.clone());
             }
+            self.serve_confirmed_reads(range_id);
         }
-        let busy = !applied.active.is_empty() || self.stats.entries_applied > applied_before;
-        if pipelined {
-            self.pending_apply = Some(applied);
-        } else {
-            self.after_commit(applied)?;
+        for effect in effects {
+            self.after_apply(effect)?;
         }
+        self.maybe_compact(&active)?;
         if let Some(network) = &self.network {
             network.transport.flush();
         }
-        Ok(busy)
-    }
-
-    /// Waits for the apply batch in flight, if any, and carries out what
-    /// follows its write.
-    pub(super) fn finish_apply(&mut self) -> Result<(), Error> {
-        if !self.apply_worker.in_flight() {
-            return Ok(());
-        }
-        self.apply_worker.wait()?;
-        match self.pending_apply.take() {
-            Some(applied) => self.after_commit(applied),
-            None => Ok(()),
-        }
-    }
-
-    /// What follows an apply batch's write: applied indexes, replies,
-    /// reads that may now be served, effects, log compaction.
-    fn after_commit(&mut self, applied: PendingApply) -> Result<(), Error> {
-        let timing = ApplyTiming {
-            committed_at: applied.committed_at,
-            applied_at: Instant::now(),
-        };
-        if applied.applied_any {
-            let took = timing.applied_at.duration_since(applied.committed_at);
-            metrics::histogram!("flotilla_raft_apply_seconds").record(took.as_secs_f64());
-        }
-        for (range_id, at) in applied.applied_to {
-            if let Some(peer) = self.peers.get_mut(&range_id) {
-                if at.0 > peer.applied.0 {
-                    peer.applied = at;
-                }
-            }
-        }
-        {
-            let mut shared = self.applied_shared.write();
-            for range_id in &applied.touched {
-                if let Some(peer) = self.peers.get(range_id) {
-                    shared.insert(*range_id, peer.applied.0);
-                }
-            }
-        }
-        if !applied.conf_changes.is_empty() {
-            // The descriptors (committed above) are the durable record; this
-            // copy lets the log's configuration follow without a restart.
-            let mut batch = WriteBatch::new();
-            for (range_id, conf) in applied.conf_changes {
-                batch.set_conf_state(range_id, conf);
-                self.stats.membership_changes += 1;
-            }
-            self.wal.write(&batch, false)?;
-        }
-        for (range_id, index, term, outcome) in applied.replies {
-            if let Some(peer) = self.peers.get_mut(&range_id) {
-                peer.resolve(index, term, outcome, timing);
-            }
-        }
-        for (range_id, index) in applied.apply_to {
-            if let Some(peer) = self.peers.get_mut(&range_id) {
-                peer.group.advance_apply_to(index);
-            }
-        }
-        for range_id in &applied.active {
-            self.serve_confirmed_reads(*range_id);
-        }
-        for effect in applied.effects {
-            self.after_apply(effect)?;
-        }
-        self.maybe_compact(&applied.active)
+        Ok(!active.is_empty() || self.stats.entries_applied > applied_before)
     }
 
     /// Forget a local replica whose keys `target` now owns (a merge, or a

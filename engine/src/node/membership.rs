@@ -550,7 +550,7 @@ impl Node {
         peer: &mut Peer,
         index: u64,
         data: &Bytes,
-        batch: &mut ApplyBatch,
+        batch: &mut ApplyBatch<'_>,
         effects: &mut Vec<Effect>,
     ) -> Result<ConfState, Error> {
         let range_id = peer.range_id();

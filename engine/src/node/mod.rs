@@ -2,8 +2,7 @@
 //! requests from a bounded mailbox, and runs the batched cycle of
 //! DESIGN.md: all ready groups' entries and hard states in ONE WAL write
 //! (one fsync), then all their committed entries in ONE state store batch,
-//! then the callers' replies. The state store write of a batch may run on
-//! the apply thread while the loop goes on (`apply_worker`, `cycle`).
+//! then the callers' replies.
 //!
 //! A group with nothing to do costs nothing: only groups that have a Ready
 //! are visited in a cycle (ticks excepted).
@@ -37,7 +36,6 @@ use crate::peer::{ApplyTiming, Outcome, Peer, Proposal, ReadWaiter, Reply};
 use crate::stats::NodeStats;
 
 mod admin;
-mod apply_worker;
 mod autosplit;
 mod cycle;
 mod membership;
@@ -45,9 +43,7 @@ mod merge;
 mod reads;
 mod snapshots;
 
-use apply_worker::ApplyWorker;
 use autosplit::{AutoSplit, Measured};
-use cycle::PendingApply;
 use membership::{MembershipJob, TransferJob};
 pub(crate) use merge::replica_nodes;
 use merge::{merge_must_wait, MergeJob};
@@ -202,12 +198,6 @@ pub(crate) struct Node {
     lease_blocked_until: Option<Instant>,
     /// Applied index per local range, read by the snapshot receiver.
     applied_shared: Arc<RwLock<HashMap<RangeId, u64>>>,
-    /// Writes plain-data apply batches off this thread.
-    apply_worker: ApplyWorker,
-    /// What follows the batch the apply thread is writing.
-    pending_apply: Option<PendingApply>,
-    /// The loop's own mailbox, to see whether work is waiting.
-    inbox: Option<Receiver<Msg>>,
 }
 
 /// Cluster-unique ids: a node-local counter in the high bits, the node id
@@ -239,7 +229,6 @@ impl Node {
         store.ensure_identity(config.cluster_id, config.node_id)?;
         let wal = Arc::new(Wal::open(config.data_dir.join("wal"), config.wal.clone())?);
         let auto = AutoSplit::new(Instant::now(), &config.auto_split);
-        let apply_worker = ApplyWorker::start(config.node_id, config.apply_delay)?;
         let mut node = Node {
             config,
             store,
@@ -265,9 +254,6 @@ impl Node {
             last_tick_at: Instant::now(),
             lease_blocked_until: None,
             applied_shared,
-            apply_worker,
-            pending_apply: None,
-            inbox: None,
         };
         // The id counter starts at 1: taking id 1 marks the first open.
         if node.store.allocate_ids(1)? == 1 {
@@ -466,7 +452,6 @@ impl Node {
 
     /// The loop. Returns when shut down or when storage fails.
     pub(crate) fn run(mut self, mailbox: Receiver<Msg>) {
-        self.inbox = Some(mailbox.clone());
         let mut shutdown: Option<oneshot::Sender<Result<(), Error>>> = None;
         while shutdown.is_none() {
             let Ok(first) = mailbox.recv() else { break };
@@ -475,23 +460,9 @@ impl Node {
             // Anything but a tick may give a group a ready; a tick only
             // when it ticked an awake group or ran a job (see `tick`).
             let mut busy = self.cycle_pending || !self.held.is_empty();
-            let mut result = Ok(false);
             while let Some(msg) = next.take() {
                 if !matches!(msg, Msg::Tick) {
                     busy = true;
-                }
-                // Writes, reads and raft messages may overtake the apply
-                // batch in flight (reads wait for the applied index it
-                // sets); everything else sees the node with it carried out.
-                let overtakes = matches!(
-                    msg,
-                    Msg::Raft { .. } | Msg::Request(Request::Write { .. } | Request::Get { .. })
-                );
-                if !overtakes {
-                    if let Err(e) = self.finish_apply() {
-                        result = Err(e);
-                        break;
-                    }
                 }
                 match msg {
                     Msg::Request(request) => self.handle_request(request),
@@ -519,7 +490,8 @@ impl Node {
             // A cycle's persist can make entries committable (a single
             // voter commits on its own persist): run again at once rather
             // than wait for the next message.
-            if busy && result.is_ok() {
+            let mut result = Ok(false);
+            if busy {
                 result = Ok(true);
                 for _ in 0..8 {
                     result = self.cycle();
@@ -531,17 +503,11 @@ impl Node {
             // Eight busy cycles in a row: there may be more; do not wait
             // for a message that does not come.
             self.cycle_pending = matches!(result, Ok(true));
-            let admin_jobs = !(self.membership.is_empty()
-                && self.transfers.is_empty()
-                && self.merges.is_empty());
-            // Never wait for a message with a batch in flight (its callers
-            // would wait with it); admin jobs and a stop see it written.
-            if result.is_ok() && (mailbox.is_empty() || shutdown.is_some() || admin_jobs) {
-                if let Err(e) = self.finish_apply() {
-                    result = Err(e);
-                }
-            }
-            if result.is_ok() && admin_jobs {
+            if result.is_ok()
+                && !(self.membership.is_empty()
+                    && self.transfers.is_empty()
+                    && self.merges.is_empty())
+            {
                 self.drive_admin_jobs();
             }
             if let Err(e) = result {

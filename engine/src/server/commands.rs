@@ -767,7 +767,6 @@ pub(crate) async fn status_pairs(server: &Server) -> Result<Vec<(&'static str, u
         ("leader_changes", stats.leader_changes),
         ("auto_splits", stats.auto_splits),
         ("auto_merges", stats.auto_merges),
-        ("apply_batches_offloaded", stats.apply_batches_offloaded),
     ])
 }
 

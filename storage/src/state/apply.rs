@@ -33,9 +33,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// batch.set_applied(2, 4, 3);
 /// batch.commit().unwrap();
 /// ```
-pub struct ApplyBatch {
-    /// Owned (a cheap handle): the batch may be written on another thread.
-    store: StateStore,
+pub struct ApplyBatch<'a> {
+    store: &'a StateStore,
     batch: WriteBatch,
     applied: BTreeMap<RangeId, IndexTerm>,
     touched: BTreeSet<RangeId>,
@@ -47,10 +46,10 @@ pub struct ApplyBatch {
     error: Option<StateError>,
 }
 
-impl ApplyBatch {
-    pub(crate) fn new(store: &StateStore) -> Self {
+impl<'a> ApplyBatch<'a> {
+    pub(crate) fn new(store: &'a StateStore) -> Self {
         ApplyBatch {
-            store: store.clone(),
+            store,
             batch: WriteBatch::default(),
             applied: BTreeMap::new(),
             touched: BTreeSet::new(),

@@ -403,7 +403,7 @@ impl StateStore {
     // ----- writes ----------------------------------------------------------
 
     /// Starts an atomic apply batch; see [`ApplyBatch`].
-    pub fn apply_batch(&self) -> ApplyBatch {
+    pub fn apply_batch(&self) -> ApplyBatch<'_> {
         ApplyBatch::new(self)
     }
 
