@@ -1,7 +1,8 @@
 //! Four `flotilla server` processes: the first range lives on nodes 1..=3,
 //! so node 4 holds no replica. Requests through node 4 are routed to the
 //! range's leader anyway; the admin CLI moves a replica onto node 4 and
-//! off it again, and node 4 keeps routing afterwards.
+//! off it again, and node 4 keeps routing afterwards. A forwarded
+//! ADDREPLICA may run longer than the forward timeout.
 
 mod server_support;
 
@@ -70,4 +71,47 @@ fn a_node_without_replicas_routes_requests_and_a_replica_moves_onto_it_and_off()
         stderr.contains("replication_factor") || stderr.contains("transfer leadership"),
         "{stderr}"
     );
+}
+
+/// Adding a replica through a node that does not lead the range forwards
+/// the command to the leader, which answers once the new replica caught
+/// up. `forward_timeout_ms` bounds retries, not that call: here the
+/// catch-up (16 MiB of incompressible values, sent at the default
+/// 32 MiB/s snapshot cap) outlasts a 100 ms forward timeout, and the
+/// command must still succeed rather than answer TIMEOUT.
+#[test]
+fn a_forwarded_add_replica_may_outlast_the_forward_timeout() {
+    let cluster = TestCluster::start(4, |_| "forward_timeout_ms = 100".to_string());
+    wait_until("a leader for the first range", DEADLINE, || {
+        cluster.leader_of("a").is_some()
+    });
+    let leader = cluster.leader_of("a").unwrap();
+    assert_ne!(leader, 4, "node 4 holds no replica yet");
+    let mut conn = cluster.node(leader).redis();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..64 {
+        let value: Vec<u8> = (0..(256 << 10) / 8)
+            .flat_map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed.to_le_bytes()
+            })
+            .collect();
+        let _: () = conn.set(format!("big{i:02}"), value).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let out = admin(cluster.node(4), &["add-replica", "1", "4"]);
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Otherwise this test would prove nothing about the timeout.
+    assert!(
+        took > Duration::from_millis(100),
+        "the catch-up took only {took:?}"
+    );
+    assert_eq!(ranges_on(&cluster, 4), 1, "node 4 holds range 1");
 }

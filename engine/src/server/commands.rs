@@ -231,6 +231,10 @@ async fn dispatch(
 async fn route(server: &Arc<Server>, session: &Session, args: Vec<Bytes>) -> Frame {
     let settings = &server.config.server;
     let deadline = Instant::now() + Duration::from_millis(settings.forward_timeout_ms);
+    // `forward_timeout_ms` bounds the retries (elections, leader moves).
+    // One forwarded call may take as long as the engine lets the command
+    // run on the leader: adding a replica waits for its catch-up.
+    let call_deadline = deadline.max(Instant::now() + admin_wait(server, &args));
     let mut backoff = Duration::from_millis(5);
     // A node holding no replica of the key's range asks the others in
     // turn; one that knows the leader answers MOVED, followed next.
@@ -274,7 +278,7 @@ async fn route(server: &Arc<Server>, session: &Session, args: Vec<Bytes>) -> Fra
             }
             Some(node) => {
                 metrics::counter!("flotilla_server_forwarded_total").increment(1);
-                match forward(server, node, &args, deadline).await {
+                match forward(server, node, &args, call_deadline).await {
                     // The leader moved again or is being elected: retry
                     // (a node asked for lack of a replica here names it).
                     Ok(Frame::Error(e)) if e.starts_with("MOVED") => {
@@ -314,6 +318,26 @@ async fn route(server: &Arc<Server>, session: &Session, args: Vec<Bytes>) -> Fra
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(100));
     }
+}
+
+/// How long the engine may run an admin command on the range's leader
+/// (zero for the rest), plus a margin for the answer to travel back.
+fn admin_wait(server: &Server, args: &[Bytes]) -> Duration {
+    let engine = &server.config.engine;
+    let name = args
+        .first()
+        .map(|a| a.to_ascii_lowercase())
+        .unwrap_or_default();
+    let wait = match name.as_slice() {
+        b"flotilla.addreplica" | b"flotilla.removereplica" => {
+            Duration::from_secs(engine.membership_timeout_secs)
+        }
+        b"flotilla.split" | b"flotilla.merge" | b"flotilla.transferleader" => {
+            Duration::from_millis(engine.request_timeout_ms)
+        }
+        _ => return Duration::ZERO,
+    };
+    wait + Duration::from_secs(5)
 }
 
 /// `FLOTILLA.MERGE`: a merge needs one node to lead both ranges; when
