@@ -44,7 +44,7 @@ enum Signal {
     Waiting,
     /// Its batch was committed (or refused); it must wake these writers,
     /// whose results are already posted, before it returns.
-    Done(Result<()>, Vec<Arc<Slot>>),
+    Done(Result<()>, [Option<Arc<Slot>>; 2]),
     /// Its batch is still queued and no leader is active: lead the next
     /// group commit.
     Lead,
@@ -159,7 +159,7 @@ impl Shared {
                 drop(queue);
                 match slot.wait() {
                     Signal::Done(result, wake) => {
-                        wake.iter().for_each(|next| next.wake());
+                        wake.iter().flatten().for_each(|next| next.wake());
                         return result;
                     }
                     Signal::Lead | Signal::Waiting => {}
@@ -408,10 +408,8 @@ pub(crate) fn new_segment(
 fn wake_tree(done: Vec<(Arc<Slot>, Result<()>)>) {
     let slots: Vec<Arc<Slot>> = done.iter().map(|(slot, _)| slot.clone()).collect();
     for (at, (slot, result)) in done.into_iter().enumerate() {
-        let children = [2 * at + 1, 2 * at + 2]
-            .into_iter()
-            .filter_map(|child| slots.get(child).cloned())
-            .collect();
+        // A fixed pair, not a Vec: no allocation per woken writer.
+        let children = [2 * at + 1, 2 * at + 2].map(|child| slots.get(child).cloned());
         slot.set(Signal::Done(result, children));
     }
     if let Some(first) = slots.first() {
