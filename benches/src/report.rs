@@ -244,10 +244,14 @@ impl RunResult {
     pub fn headline(&self) -> String {
         let c = &self.config;
         format!(
-            "{} ({}) on {}: {} clients, {} ranges, {}-byte values, {} records, {:.1} s measured after {:.1} s warm-up, seed {}",
+            "{} ({}) on {}{}: {} clients, {} ranges, {}-byte values, {} records, {:.1} s measured after {:.1} s warm-up, seed {}",
             c.workload.name(),
             c.distribution.name(),
             c.target,
+            match c.pollers {
+                0 => String::new(),
+                n => format!(" ({n} raft loops per node)"),
+            },
             c.concurrency,
             c.ranges,
             c.value_bytes,

@@ -66,6 +66,10 @@ pub struct RunConfig {
     /// Parent directory of the embedded targets' data and the WAL run.
     pub data_dir: PathBuf,
     pub tick_ms: u64,
+    /// Raft loops per node of embedded and cluster targets (0: the
+    /// engine's default, one per core).
+    #[serde(default)]
+    pub pollers: usize,
     /// Remote requests without a reply after this long fail (`client_timeout`).
     pub request_timeout_ms: u64,
     pub wal_limit: WalLimitMode,
@@ -93,6 +97,7 @@ impl RunConfig {
             load_batch: 100,
             data_dir: std::env::temp_dir(),
             tick_ms: 100,
+            pollers: 0,
             request_timeout_ms: 10_000,
             wal_limit: WalLimitMode::Off,
             wal_secs: 1.0,
@@ -363,7 +368,7 @@ pub async fn run(config: &RunConfig, progress: Progress) -> Result<RunResult, St
     let tick = Duration::from_millis(config.tick_ms);
     let timeout = Duration::from_millis(config.request_timeout_ms);
     progress.say(&format!("flotilla-bench: opening {spec}"));
-    let target = Target::open(&spec, &config.data_dir, tick, timeout).await?;
+    let target = Target::open(&spec, &config.data_dir, tick, config.pollers, timeout).await?;
 
     // Pre-split at evenly spaced record keys.
     let split_keys: Vec<Bytes> = split_points(config.records, config.ranges)

@@ -164,8 +164,14 @@ impl Target {
         spec: &TargetSpec,
         data_dir: &Path,
         tick: Duration,
+        pollers: usize,
         timeout: Duration,
     ) -> Result<Target, String> {
+        let pollers_of = move |config: &mut EngineConfig| {
+            if pollers > 0 {
+                config.pollers = pollers;
+            }
+        };
         match spec {
             TargetSpec::Embedded => {
                 let dir = tempfile::Builder::new()
@@ -178,6 +184,7 @@ impl Target {
                 config.tick = tick;
                 config.wal_sync = true;
                 pin_ranges(&mut config);
+                pollers_of(&mut config);
                 let engine = Engine::open(config).map_err(|e| format!("open: {e}"))?;
                 Ok(Target {
                     kind: TargetKind::Embedded(Arc::new(engine)),
@@ -191,9 +198,10 @@ impl Target {
                     .map_err(|e| {
                         format!("cannot create a directory in {}: {e}", data_dir.display())
                     })?;
-                let cluster = Cluster::start_with(*n, dir.path(), tick, |c| {
+                let cluster = Cluster::start_with(*n, dir.path(), tick, move |c| {
                     c.wal_sync = true;
                     pin_ranges(c);
+                    pollers_of(c);
                 })
                 .map_err(|e| format!("cluster start: {e}"))?;
                 let nodes = (1..=*n).filter_map(|id| cluster.node_handle(id)).collect();

@@ -63,7 +63,10 @@ pub(crate) enum Effect {
 
 /// What the apply of one entry needs to see of other local ranges.
 pub(crate) struct LocalView<'a> {
+    /// The ranges of the applying loop.
     pub peers: &'a BTreeMap<RangeId, Peer>,
+    /// Every range on the node (any loop), with its applied index.
+    pub on_node: &'a parking_lot::RwLock<std::collections::HashMap<RangeId, u64>>,
 }
 
 fn mismatch(meta: &RangeMeta) -> Error {
@@ -140,7 +143,9 @@ pub(crate) fn apply_entry(
                     crate::error::show_key(&split_key)
                 )));
             }
-            if view.peers.contains_key(&new_range_id) {
+            if view.peers.contains_key(&new_range_id)
+                || view.on_node.read().contains_key(&new_range_id)
+            {
                 return Err(Error::AdminRefused(format!(
                     "range id {new_range_id} already exists"
                 )));

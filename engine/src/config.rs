@@ -60,6 +60,18 @@ impl Default for AutoSplitConfig {
     }
 }
 
+/// Most raft loop threads a node may run.
+pub const POLLERS_MAX: usize = 64;
+
+/// One poller per core, at most 16: past that the shared WAL and state
+/// store, not the loops, bound a node.
+fn default_pollers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16)
+}
+
 /// Settings of one node.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -80,6 +92,10 @@ pub struct EngineConfig {
     pub proposals_per_range_max: usize,
     /// Most requests queued for the node before `Busy`. 65,536.
     pub requests_queued_max: usize,
+    /// Raft loop threads ("pollers"). Each owns a share of the local
+    /// ranges; all share the node's WAL (so their writes group-commit) and
+    /// state store. Default: the machine's cores (at most 16).
+    pub pollers: usize,
     /// Largest key. 8 KiB.
     pub key_bytes_max: usize,
     /// Largest value. 8 MiB.
@@ -125,6 +141,7 @@ impl EngineConfig {
             log_compact_interval: Duration::from_secs(300),
             proposals_per_range_max: 4_096,
             requests_queued_max: 65_536,
+            pollers: default_pollers(),
             key_bytes_max: 8 << 10,
             value_bytes_max: 8 << 20,
             request_timeout: Duration::from_secs(10),
@@ -170,6 +187,12 @@ impl EngineConfig {
         }
         if self.proposals_per_range_max == 0 {
             return fail("proposals_per_range_max", "must be at least 1".into());
+        }
+        if self.pollers == 0 || self.pollers > POLLERS_MAX {
+            return fail(
+                "pollers",
+                format!("must be in 1..={POLLERS_MAX}, got {}", self.pollers),
+            );
         }
         if self.requests_queued_max == 0 {
             return fail("requests_queued_max", "must be at least 1".into());
@@ -278,6 +301,11 @@ impl EngineConfigBuilder {
     }
     pub fn log_compact_entries(mut self, entries: u64) -> Self {
         self.config.log_compact_entries = entries;
+        self
+    }
+    /// Raft loop threads (default: the cores).
+    pub fn pollers(mut self, pollers: usize) -> Self {
+        self.config.pollers = pollers;
         self
     }
     pub fn wal_sync(mut self, sync: bool) -> Self {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -16,7 +16,7 @@ use crate::command::WriteOp;
 use crate::config::EngineConfig;
 use crate::error::Error;
 use crate::network::Network;
-use crate::node::{Consistency, Msg, Node, RangeInfo, Request};
+use crate::node::{Consistency, Msg, Node, RangeInfo, Request, Shards};
 use crate::peer::Outcome;
 use crate::stats::NodeStats;
 use flotilla_router::transport::Transport;
@@ -37,7 +37,9 @@ use flotilla_router::transport::Transport;
 /// # });
 /// ```
 pub struct Engine {
-    mailbox: Sender<Msg>,
+    /// The raft loops' mailboxes and the node's range map.
+    shards: Shards,
+    network: Option<Arc<Network>>,
     transport: Option<Transport>,
     config: EngineConfig,
     closed: Arc<AtomicBool>,
@@ -49,22 +51,27 @@ impl Engine {
     /// this is a single node holding one range that covers the key space.
     /// Blocks while the WAL is recovered.
     pub fn open(config: EngineConfig) -> Result<Engine, Error> {
-        let (mailbox, inbox) = crossbeam_channel::bounded(config.requests_queued_max);
+        config.validate()?;
+        let (shards, mailboxes) = Shards::new(config.pollers, config.requests_queued_max);
         let applied = Arc::new(parking_lot::RwLock::new(std::collections::HashMap::new()));
-        let network = Network::start(&config, mailbox.clone(), applied.clone())?;
+        let network = Network::start(&config, &shards, applied.clone())?.map(Arc::new);
         let transport = network.as_ref().map(|n| n.transport.clone());
-        let node = Node::open(config.clone(), network, mailbox.clone(), applied)?;
+        let nodes = Node::open(config.clone(), network.clone(), shards.clone(), applied)?;
         let closed = Arc::new(AtomicBool::new(false));
-        let raft = std::thread::Builder::new()
-            .name(format!("flotilla-raft-{}", config.node_id))
-            .spawn({
-                // Every log line of the raft thread names its node.
-                let span = tracing::info_span!("node", node_id = config.node_id);
-                move || span.in_scope(|| node.run(inbox))
-            })
-            .map_err(|e| Error::Storage(format!("cannot start the raft thread: {e}")))?;
+        let mut threads = Vec::with_capacity(nodes.len() + 1);
+        for (shard, (node, mailbox)) in nodes.into_iter().zip(mailboxes).enumerate() {
+            let raft = std::thread::Builder::new()
+                .name(format!("flotilla-raft-{}-{shard}", config.node_id))
+                .spawn({
+                    // Every log line of a raft loop names its node.
+                    let span = tracing::info_span!("node", node_id = config.node_id);
+                    move || span.in_scope(|| node.run(mailbox))
+                })
+                .map_err(|e| Error::Storage(format!("cannot start a raft thread: {e}")))?;
+            threads.push(raft);
+        }
         // One timer for the whole node; ticks reach only awake groups.
-        let ticker_mailbox = mailbox.clone();
+        let inboxes = shards.inboxes.clone();
         let ticker_closed = closed.clone();
         let tick = config.tick;
         let ticker = std::thread::Builder::new()
@@ -72,22 +79,24 @@ impl Engine {
             .spawn(move || {
                 while !ticker_closed.load(Ordering::Acquire) {
                     std::thread::sleep(tick);
-                    // A full mailbox skips a tick rather than block.
-                    let _ = ticker_mailbox.try_send(Msg::Tick);
+                    for inbox in &inboxes {
+                        // A full mailbox skips a tick rather than block.
+                        let _ = inbox.try_send(Msg::Tick);
+                    }
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the tick thread: {e}")))?;
+        threads.push(ticker);
         Ok(Engine {
-            mailbox,
+            shards,
+            network,
             transport,
             config,
             closed,
-            threads: Mutex::new(vec![raft, ticker]),
+            threads: Mutex::new(threads),
         })
     }
 
-    /// The address other nodes reach this one at (`None` for a node
-    /// without a listen address).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.transport.as_ref().map(|t| t.local_addr())
     }
@@ -119,13 +128,60 @@ impl Engine {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        match self.mailbox.try_send(Msg::Request(request)) {
+        let shard = self.shard_for(&request);
+        match self.shards.inboxes[shard].try_send(Msg::Request(request)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(Error::Busy(format!(
-                "{} requests queued on the node",
-                self.config.requests_queued_max
+                "{} requests queued on the raft loop",
+                self.shards.inboxes[shard].capacity().unwrap_or(0)
             ))),
             Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
+        }
+    }
+
+    /// The raft loop that owns what a request is about (a loop that finds
+    /// it moved on forwards it).
+    fn shard_for(&self, request: &Request) -> usize {
+        let placement = &self.shards.placement;
+        match request {
+            Request::Write { ops, .. } => ops
+                .first()
+                .map_or(0, |op| self.shards.shard_for_key(op.key())),
+            Request::Get { key, .. } | Request::Split { key, .. } => self.shards.shard_for_key(key),
+            Request::Scan { start, .. } => self.shards.shard_for_key(start),
+            Request::Merge { left, .. } => placement.shard_of(*left),
+            Request::AddReplica { range_id, .. }
+            | Request::RemoveReplica { range_id, .. }
+            | Request::TransferLeader { range_id, .. } => placement.shard_of(*range_id),
+            Request::Ranges { .. } | Request::Stats { .. } => 0,
+        }
+    }
+
+    /// Ask every raft loop and collect the answers.
+    async fn gather<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> Request,
+    ) -> Result<Vec<T>, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let mut waiting = Vec::with_capacity(self.shards.count());
+        for inbox in &self.shards.inboxes {
+            let (reply, rx) = oneshot::channel();
+            match inbox.try_send(Msg::Request(make(reply))) {
+                Ok(()) => waiting.push(rx),
+                Err(TrySendError::Full(_)) => {
+                    return Err(Error::Busy("requests queued on the raft loop".into()))
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
+            }
+        }
+        let timeout = self.config.request_timeout;
+        let all = futures_join_all(waiting);
+        match tokio::time::timeout(timeout, all).await {
+            Ok(Ok(answers)) => Ok(answers),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout(timeout.as_millis() as u64)),
         }
     }
 
@@ -328,32 +384,20 @@ impl Engine {
 
     /// The ranges this node holds, in key order.
     pub async fn ranges(&self) -> Result<Vec<RangeInfo>, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Request::Ranges { reply })?;
-        let mut infos = match tokio::time::timeout(self.config.request_timeout, rx).await {
-            Ok(Ok(infos)) => infos,
-            Ok(Err(_)) => return Err(Error::Closed),
-            Err(_) => {
-                return Err(Error::Timeout(
-                    self.config.request_timeout.as_millis() as u64
-                ))
-            }
-        };
+        let answers = self.gather(|reply| Request::Ranges { reply }).await?;
+        let mut infos: Vec<RangeInfo> = answers.into_iter().flatten().collect();
         infos.sort_by(|a, b| a.descriptor.start.cmp(&b.descriptor.start));
         Ok(infos)
     }
 
     /// What the node has done so far.
     pub async fn stats(&self) -> Result<NodeStats, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Request::Stats { reply })?;
-        match tokio::time::timeout(self.config.request_timeout, rx).await {
-            Ok(Ok(stats)) => Ok(stats),
-            Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout(
-                self.config.request_timeout.as_millis() as u64
-            )),
+        let answers = self.gather(|reply| Request::Stats { reply }).await?;
+        let mut total = NodeStats::default();
+        for stats in &answers {
+            total.absorb(stats);
         }
+        Ok(total)
     }
 
     /// Stop accepting requests, finish what is queued, flush and stop the
@@ -362,31 +406,68 @@ impl Engine {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let (reply, rx) = oneshot::channel();
-        // Blocking send: shutdown must get through even when the mailbox is
-        // full (the raft loop keeps draining it).
-        let sent = self.mailbox.send(Msg::Shutdown(reply)).is_ok();
-        let result = if sent {
-            rx.await.unwrap_or(Ok(()))
-        } else {
-            Ok(())
-        };
+        // The control channels are unbounded: shutdown gets through even
+        // when the request mailboxes are full.
+        let mut waiting = Vec::new();
+        for control in &self.shards.control {
+            let (reply, rx) = oneshot::channel();
+            if control.send(Msg::Shutdown(reply)).is_ok() {
+                waiting.push(rx);
+            }
+        }
+        let mut result = Ok(());
+        for rx in waiting {
+            if let Ok(Err(e)) = rx.await {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        self.stop_threads();
+        result
+    }
+
+    /// Join the loops and the ticker, then stop the transport.
+    fn stop_threads(&self) {
         let threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
         for thread in threads {
             let _ = thread.join();
         }
-        result
+        if let Some(network) = self.network.clone() {
+            // On a thread of its own: the caller may be inside a tokio
+            // runtime, where dropping the network's runtime panics.
+            let stopper = std::thread::Builder::new()
+                .name("flotilla-net-stop".into())
+                .spawn(move || network.shutdown());
+            match stopper {
+                Ok(thread) => {
+                    let _ = thread.join();
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot stop the network"),
+            }
+        }
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
-            let (reply, _rx) = oneshot::channel();
-            let _ = self.mailbox.send(Msg::Shutdown(reply));
-            for thread in self.threads.lock().drain(..) {
-                let _ = thread.join();
+            for control in &self.shards.control {
+                let (reply, _rx) = oneshot::channel();
+                let _ = control.send(Msg::Shutdown(reply));
             }
+            self.stop_threads();
         }
     }
+}
+
+/// Wait for every receiver; the first closed one fails the lot.
+async fn futures_join_all<T>(
+    receivers: Vec<oneshot::Receiver<T>>,
+) -> Result<Vec<T>, oneshot::error::RecvError> {
+    let mut answers = Vec::with_capacity(receivers.len());
+    for rx in receivers {
+        answers.push(rx.await?);
+    }
+    Ok(answers)
 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -18,27 +17,25 @@ use crate::snapshot::EngineSink;
 
 use crate::config::EngineConfig;
 use crate::error::Error;
-use crate::node::Msg;
+use crate::node::{Msg, Shards};
 
 /// The transport and the runtime its tasks run on.
 pub(crate) struct Network {
     pub transport: Transport,
     pub snapshots: Arc<SnapshotService>,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: parking_lot::Mutex<Option<tokio::runtime::Runtime>>,
 }
 
 struct Inbound {
-    mailbox: Sender<Msg>,
+    shards: Shards,
     snapshots: Arc<OnceLock<Arc<SnapshotService>>>,
 }
 
 impl InboundHandler for Inbound {
     fn on_raft_messages(&self, from: NodeId, messages: Vec<RaftEnvelope>) {
-        // Never block the transport: a full mailbox drops the frame and
+        // Never blocks the transport: a full mailbox drops the frame and
         // Raft retransmits.
-        if self.mailbox.try_send(Msg::Raft { from, messages }).is_err() {
-            metrics::counter!("flotilla_engine_inbound_dropped_total").increment(1);
-        }
+        self.shards.inbound_raft(from, messages);
     }
 
     fn on_snapshot_frame(&self, from: NodeId, frame: Bytes) {
@@ -48,7 +45,9 @@ impl InboundHandler for Inbound {
     }
 
     fn on_peer_unreachable(&self, node: NodeId) {
-        let _ = self.mailbox.try_send(Msg::PeerDown(node));
+        for inbox in &self.shards.inboxes {
+            let _ = inbox.try_send(Msg::PeerDown(node));
+        }
     }
 }
 
@@ -56,7 +55,7 @@ impl Network {
     /// Start the transport when the config has a listen address.
     pub(crate) fn start(
         config: &EngineConfig,
-        mailbox: Sender<Msg>,
+        shards: &Shards,
         applied: Arc<RwLock<HashMap<RangeId, u64>>>,
     ) -> Result<Option<Network>, Error> {
         let Some(listen) = config.listen else {
@@ -71,7 +70,7 @@ impl Network {
         let transport_config = TransportConfig::new(config.cluster_id, config.node_id, listen);
         let slot = Arc::new(OnceLock::new());
         let handler: Arc<dyn InboundHandler> = Arc::new(Inbound {
-            mailbox: mailbox.clone(),
+            shards: shards.clone(),
             snapshots: slot.clone(),
         });
         // Start on the network runtime and wait from here: `Engine::open`
@@ -96,7 +95,10 @@ impl Network {
             }
         }
         let lane: Arc<dyn SnapshotLane> = Arc::new(transport.clone());
-        let sink = Arc::new(EngineSink { applied, mailbox });
+        let sink = Arc::new(EngineSink {
+            applied,
+            shards: shards.clone(),
+        });
         let staging = config.data_dir.join("snapshot-staging");
         let (tx, rx) = std::sync::mpsc::channel();
         runtime.spawn(async move {
@@ -115,7 +117,7 @@ impl Network {
         Ok(Some(Network {
             transport,
             snapshots,
-            runtime: Some(runtime),
+            runtime: parking_lot::Mutex::new(Some(runtime)),
         }))
     }
 
@@ -124,14 +126,15 @@ impl Network {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        if let Some(runtime) = &self.runtime {
+        if let Some(runtime) = self.runtime.lock().as_ref() {
             runtime.spawn(task);
         }
     }
 
     /// Close connections and stop the runtime.
-    pub(crate) fn shutdown(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+    pub(crate) fn shutdown(&self) {
+        let runtime = self.runtime.lock().take();
+        if let Some(runtime) = runtime {
             let transport = self.transport.clone();
             let (tx, rx) = std::sync::mpsc::channel();
             runtime.spawn(async move {

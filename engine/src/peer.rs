@@ -61,7 +61,9 @@ pub(crate) enum ReadWaiter {
         reply: oneshot::Sender<Result<Option<Bytes>, Error>>,
     },
     /// One range's share of a multi-range scan job.
-    Scan { job: u64 },
+    Scan {
+        job: std::sync::Arc<crate::node::ScanJob>,
+    },
 }
 
 pub(crate) struct Peer {
@@ -132,7 +134,7 @@ impl Peer {
     }
 
     /// Fail everything waiting (the range went away or the node stops).
-    pub(crate) fn fail_all(&mut self, error: &Error, scans_failed: &mut Vec<u64>) {
+    pub(crate) fn fail_all(&mut self, error: &Error) {
         for proposal in self.proposals.drain(..) {
             let _ = proposal.reply.send(Err(error.clone()));
         }
@@ -146,7 +148,7 @@ impl Peer {
                 ReadWaiter::Get { reply, .. } => {
                     let _ = reply.send(Err(error.clone()));
                 }
-                ReadWaiter::Scan { job } => scans_failed.push(job),
+                ReadWaiter::Scan { job } => job.fail(error.clone()),
             }
         }
     }

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use crossbeam_channel::Sender;
 use flotilla_raftgroup::{ConfState, SnapshotMeta};
 use flotilla_router::snapshot::{SnapshotSink, SnapshotSource, SourceError, StagedSnapshot};
 use flotilla_router::RangeId;
@@ -25,7 +24,7 @@ use flotilla_storage::state::{
 use parking_lot::RwLock;
 
 use crate::error::Error;
-use crate::node::Msg;
+use crate::node::{Msg, Shards};
 
 const HEADER_VERSION: u8 = 1;
 const CHUNK_DATA: u8 = 0;
@@ -234,7 +233,7 @@ fn data_frame_len(start: &[u8]) -> Result<usize, Error> {
 pub(crate) struct EngineSink {
     /// Applied index per local range, kept by the raft loop.
     pub applied: Arc<RwLock<HashMap<RangeId, u64>>>,
-    pub mailbox: Sender<Msg>,
+    pub shards: Shards,
 }
 
 impl SnapshotSink for EngineSink {
@@ -245,7 +244,8 @@ impl SnapshotSink for EngineSink {
     /// A snapshot of a range with no replica here may create one (a new
     /// member); the raft loop decides (see `Node::create_from_snapshot`).
     fn on_staged(&self, snapshot: StagedSnapshot) -> Result<(), SourceError> {
-        self.mailbox
+        let shard = self.shards.placement.shard_of(snapshot.meta().range_id);
+        self.shards.inboxes[shard]
             .try_send(Msg::SnapshotStaged(Box::new(snapshot)))
             .map_err(|_| "node mailbox full".into())
     }

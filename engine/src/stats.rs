@@ -42,6 +42,9 @@ pub struct NodeStats {
     pub elections_won: u64,
     /// Times a replica here learned of a new leader (itself included).
     pub leader_changes: u64,
+    /// Ranges handed from one raft loop to another (a merge needs both
+    /// ranges in one loop).
+    pub handovers: u64,
     /// Splits and merges the automatic checker started here.
     pub auto_splits: u64,
     pub auto_merges: u64,
@@ -49,6 +52,64 @@ pub struct NodeStats {
 }
 
 impl NodeStats {
+    /// Add another raft loop's counts (the WAL's are node-wide already).
+    pub(crate) fn absorb(&mut self, other: &NodeStats) {
+        let NodeStats {
+            proposals,
+            entries_applied,
+            wal_writes,
+            wal_fsyncs,
+            wal_batches,
+            reads,
+            scans,
+            splits,
+            merges,
+            compactions,
+            snapshots_sent,
+            snapshots_applied,
+            ranges,
+            ranges_hibernating,
+            messages_dropped_unknown_range,
+            unknown_range_probes_answered,
+            membership_changes,
+            replicas_destroyed,
+            pre_votes,
+            elections,
+            elections_won,
+            leader_changes,
+            handovers,
+            auto_splits,
+            auto_merges,
+            uptime_ms,
+        } = other;
+        self.proposals += proposals;
+        self.entries_applied += entries_applied;
+        self.wal_writes += wal_writes;
+        self.wal_fsyncs = self.wal_fsyncs.max(*wal_fsyncs);
+        self.wal_batches = self.wal_batches.max(*wal_batches);
+        self.reads += reads;
+        self.scans += scans;
+        self.splits += splits;
+        self.merges += merges;
+        self.compactions += compactions;
+        self.snapshots_sent += snapshots_sent;
+        self.snapshots_applied += snapshots_applied;
+        self.ranges += ranges;
+        self.ranges_hibernating += ranges_hibernating;
+        self.messages_dropped_unknown_range += messages_dropped_unknown_range;
+        self.unknown_range_probes_answered += unknown_range_probes_answered;
+        self.membership_changes += membership_changes;
+        self.replicas_destroyed += replicas_destroyed;
+        self.pre_votes += pre_votes;
+        self.elections += elections;
+        self.elections_won += elections_won;
+        self.leader_changes += leader_changes;
+        self.handovers += handovers;
+        self.auto_splits += auto_splits;
+        self.auto_merges += auto_merges;
+        self.uptime_ms = self.uptime_ms.max(*uptime_ms);
+    }
+
     /// Count a group's elections and log its role changes with the
     /// range, term and leader (the node id comes from the thread's span).
     pub(crate) fn observe_ready(

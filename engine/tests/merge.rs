@@ -175,13 +175,30 @@ async fn all_nodes_hold(cluster: &Cluster, nodes: &[u64], acked: &BTreeMap<Strin
 
 #[test]
 fn replicated_merges_under_concurrent_writes_keep_every_write() {
+    replicated_merges_under_writes(None, 5);
+}
+
+/// The same with four raft loops per node: the source of most merges
+/// lives in another loop than the target on every node (the driver pulls
+/// it before freezing, the followers when `CommitMerge` applies).
+#[test]
+fn replicated_merges_across_raft_loops_keep_every_write() {
+    replicated_merges_under_writes(Some(4), 8);
+}
+
+fn replicated_merges_under_writes(pollers: Option<usize>, rounds: u64) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let mut cluster = Cluster::start_with(3, dir.path(), TICK, |_| {}).unwrap();
+        let mut cluster = Cluster::start_with(3, dir.path(), TICK, move |c| {
+            if let Some(pollers) = pollers {
+                c.pollers = pollers;
+            }
+        })
+        .unwrap();
         cluster.put("warm-up", "x").await.unwrap();
         let writers = start_writers(&cluster, &["a", "n", "z"]);
-        for _round in 0..5 {
+        for _round in 0..rounds {
             let leader = cluster.leader_of(b"").await.expect("a leader");
             let engine = cluster.node(leader).unwrap();
             let right = engine.split("m").await.expect("split");
@@ -205,8 +222,17 @@ fn replicated_merges_under_concurrent_writes_keep_every_write() {
         }
         let acked = writers.finish().await;
         all_nodes_hold(&cluster, &[1, 2, 3], &acked).await;
-        let stats = cluster.node(1).unwrap().stats().await.unwrap();
-        assert_eq!(stats.merges, 5);
+        let mut handovers = 0;
+        for id in 1..=3 {
+            let stats = cluster.node(id).unwrap().stats().await.unwrap();
+            assert_eq!(stats.merges, rounds, "node {id}: {stats:?}");
+            handovers += stats.handovers;
+        }
+        if pollers.is_some_and(|p| p > 1) {
+            // Each round's new range is in another loop than range 1 with
+            // probability 3/4: none in eight rounds is (1/4)^8.
+            assert!(handovers > 0, "no merge crossed raft loops");
+        }
         cluster.close().await.unwrap();
     });
 }

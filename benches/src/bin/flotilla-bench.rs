@@ -132,6 +132,10 @@ struct RunArgs {
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
 
+    /// Raft loops per node of embedded and cluster targets (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pollers: usize,
+
     /// Remote requests with no reply after this long fail as client_timeout.
     #[arg(long, default_value_t = 30_000)]
     request_timeout_ms: u64,
@@ -190,6 +194,7 @@ impl RunArgs {
             load_batch: self.load_batch,
             data_dir: self.data_dir.clone().unwrap_or_else(std::env::temp_dir),
             tick_ms: self.tick_ms,
+            pollers: self.pollers,
             request_timeout_ms: self.request_timeout_ms,
             wal_limit: self.wal_limit,
             wal_secs: self.wal_seconds,

@@ -92,17 +92,24 @@ impl AutoSplit {
         self.ranges.remove(&range_id);
     }
 
-    /// A split of `left` applied, creating `right`.
-    pub(super) fn split_applied(&mut self, left: RangeId, right: RangeId) {
+    /// Have `range_id` measured at the next check.
+    pub(super) fn measure_soon(&mut self, range_id: RangeId) {
+        self.ranges.entry(range_id).or_default().written_since_check = u64::MAX / 4;
+    }
+
+    /// A split of `left` applied, creating `right`. Returns whether both
+    /// halves are to be measured again soon.
+    pub(super) fn split_applied(&mut self, left: RangeId, right: RangeId) -> bool {
         let again = self
             .ranges
             .get_mut(&left)
             .is_some_and(|l| std::mem::take(&mut l.remeasure_halves));
         if again {
             for id in [left, right] {
-                self.ranges.entry(id).or_default().written_since_check = u64::MAX / 4;
+                self.measure_soon(id);
             }
         }
+        again
     }
 }
 
@@ -236,7 +243,8 @@ impl Node {
         let version = peer.meta.desc.epoch.version;
         let checkpoint = (self.config.auto_split.split_size_bytes / 256).max(64 << 10);
         let store = self.store.clone();
-        let mailbox = self.mailbox.clone();
+        // Back to this loop, which counts the check as running.
+        let mailbox = self.shards.control[self.shard].clone();
         let spawned = std::thread::Builder::new()
             .name("flotilla-measure".into())
             .spawn(move || {
@@ -276,13 +284,22 @@ impl Node {
         if !peer.group.is_leader() || peer.meta.desc.epoch.version != version {
             return; // Changed meanwhile: the next check measures again.
         }
-        let right_neighbour = self
-            .peers
-            .iter()
-            .find(|(_, p)| {
-                !peer.meta.desc.end.is_empty() && p.meta.desc.start == peer.meta.desc.end
-            })
-            .map(|(id, p)| (*id, p.group.is_leader()));
+        let end = peer.meta.desc.end.clone();
+        let right_id = if end.is_empty() {
+            None
+        } else {
+            let router = self.router.read();
+            router
+                .map()
+                .locate(&end)
+                .filter(|d| d.start == end)
+                .map(|d| d.id)
+        }
+        .filter(|id| self.on_node(*id));
+        // A neighbour in another raft loop is led from here as far as we
+        // know; `start_merge` pulls it over and checks.
+        let right_neighbour =
+            right_id.map(|id| (id, self.peers.get(&id).is_none_or(|p| p.group.is_leader())));
         if let Some(load) = self.auto.ranges.get_mut(&range_id) {
             load.last_size = Some((size.bytes, Instant::now()));
         }
@@ -301,6 +318,14 @@ impl Node {
         let Some((right, right_led_here)) = right_neighbour else {
             return;
         };
+        if !self.peers.contains_key(&right) {
+            // Measured in another loop: bring it here, where the next
+            // check sees both.
+            if cold(self.auto.ranges.get(&range_id)) {
+                self.pull(right);
+            }
+            return;
+        }
         let right_small = self
             .auto
             .ranges

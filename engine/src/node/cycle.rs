@@ -89,6 +89,7 @@ impl Node {
         }
         let applied_before = self.stats.entries_applied;
         let touched: Vec<RangeId> = work.iter().map(|(id, _)| *id).collect();
+        let mut to_pull = Vec::new();
         for (range_id, entries) in work {
             let Some(mut peer) = self.peers.remove(&range_id) else {
                 continue;
@@ -106,12 +107,16 @@ impl Node {
                     replies.push((range_id, entry.index, entry.term, Ok(Outcome::Done)));
                     continue;
                 }
-                if entry.kind == EntryKind::Normal
-                    && crate::command::is_commit_merge(&entry.data)
-                    && merge_must_wait(&mut self.peers, &entry.data)
-                {
-                    rest.push(entry);
-                    continue;
+                if entry.kind == EntryKind::Normal && crate::command::is_commit_merge(&entry.data) {
+                    if let Some(source) = self.merge_source_elsewhere(&entry.data) {
+                        to_pull.push(source);
+                        rest.push(entry);
+                        continue;
+                    }
+                    if merge_must_wait(&mut self.peers, &entry.data) {
+                        rest.push(entry);
+                        continue;
+                    }
                 }
                 let outcome = match entry.kind {
                     _ if entry.data.is_empty() => Ok(Outcome::Done),
@@ -137,7 +142,10 @@ impl Node {
                         &mut peer.meta,
                         is_leader,
                         &entry,
-                        &LocalView { peers: &self.peers },
+                        &LocalView {
+                            peers: &self.peers,
+                            on_node: &self.applied_shared,
+                        },
                         &mut apply,
                         &mut effects,
                     ),
@@ -160,6 +168,10 @@ impl Node {
         let applied_any = !replies.is_empty();
         fail_points(&effects, "persisted");
         apply.commit()?;
+        for source in to_pull {
+            self.pull(source);
+        }
+        self.hand_split_children(&effects);
         fail_points(&effects, "applied");
         let timing = ApplyTiming {
             committed_at,
@@ -239,6 +251,52 @@ impl Node {
         Ok(!active.is_empty() || self.stats.entries_applied > applied_before)
     }
 
+    /// New ranges of splits that live in another loop start there before
+    /// anyone hears of the split: a caller answered below may ask that
+    /// loop about the new range at once.
+    fn hand_split_children(&mut self, effects: &[Effect]) {
+        for effect in effects {
+            let Effect::Split {
+                left,
+                right,
+                parent_leader,
+            } = effect
+            else {
+                continue;
+            };
+            let right_id = right.desc.id;
+            let home = self.shards.placement.shard_of(right_id);
+            if home == self.shard {
+                continue;
+            }
+            let remeasure = self.auto.split_applied(left.id, right_id);
+            self.auto.forget(right_id);
+            // On the node from now (its metadata is written). Its start
+            // goes out before the map routes its keys to its loop, so it is
+            // queued there before any request for it.
+            self.applied_shared
+                .write()
+                .entry(right_id)
+                .or_insert(BOOTSTRAP_INDEX);
+            self.forward(
+                home,
+                Msg::StartPeer {
+                    meta: right.clone(),
+                    campaign: *parent_leader,
+                    remeasure,
+                },
+            );
+            let result = self
+                .router
+                .write()
+                .map_mut()
+                .apply_split(left.clone(), right.desc.clone());
+            if let Err(e) = result {
+                tracing::error!(error = %e, "range map refused a split that applied");
+            }
+        }
+    }
+
     /// Forget a local replica whose keys `target` now owns (a merge, or a
     /// snapshot of the widened target): its raft group and log go, its
     /// data stays (raw keys, now the target's). The state store's metadata
@@ -251,18 +309,12 @@ impl Node {
         self.applied_shared.write().remove(&source);
         self.frozen_since.remove(&source);
         self.held.remove(&source);
+        self.shards.placement.forget(source);
         if let Some(mut peer) = self.peers.remove(&source) {
-            let mut scans = Vec::new();
-            let error = Error::EpochMismatch {
+            peer.fail_all(&Error::EpochMismatch {
                 range_id: source,
                 current: vec![target.clone()],
-            };
-            peer.fail_all(&error, &mut scans);
-            for job in scans {
-                if let Some(job) = self.scans.remove(&job) {
-                    let _ = job.reply.send(Err(error.clone()));
-                }
-            }
+            });
         }
         if let Some(job) = self.merges.remove(&source) {
             let _ = job.reply.send(Err(Error::AdminRefused(format!(
@@ -283,21 +335,25 @@ impl Node {
                 right,
                 parent_leader,
             } => {
-                let right_desc = right.desc.clone();
-                self.auto.split_applied(left.id, right_desc.id);
+                let right_id = right.desc.id;
                 if let Some(peer) = self.peers.get_mut(&left.id) {
                     peer.meta.desc = left.clone();
                 }
                 tracing::info!(
                     range_id = left.id,
-                    new_range_id = right_desc.id,
+                    new_range_id = right_id,
                     version = left.epoch.version,
                     "split applied"
                 );
-                if let Err(e) = self.router.map_mut().apply_split(left, right_desc) {
-                    tracing::error!(error = %e, "range map refused a split that applied");
+                if self.shards.placement.shard_of(right_id) == self.shard {
+                    self.auto.split_applied(left.id, right_id);
+                    let right_desc = right.desc.clone();
+                    if let Err(e) = self.router.write().map_mut().apply_split(left, right_desc) {
+                        tracing::error!(error = %e, "range map refused a split that applied");
+                    }
+                    self.start_peer(right, parent_leader, true)?;
                 }
-                self.start_peer(right, parent_leader, true)?;
+                // Otherwise `hand_split_children` started it in its loop.
                 self.stats.splits += 1;
             }
             Effect::Frozen {
@@ -307,14 +363,14 @@ impl Node {
                 term,
             } => {
                 if let Some(peer) = self.peers.get(&source) {
-                    let _ = self.router.map_mut().update(peer.meta.desc.clone());
+                    let _ = self.router.write().map_mut().update(peer.meta.desc.clone());
                 }
                 tracing::info!(range_id = source, target, index, "frozen for a merge");
                 self.source_frozen(source, target, index, term);
             }
             Effect::MergeRefused { source, target } => {
                 // The apply already updated the target's own descriptor.
-                let _ = self.router.map_mut().update(target);
+                let _ = self.router.write().map_mut().update(target);
                 self.merge_refused(source);
             }
             Effect::Merged { target, source } => {
@@ -328,7 +384,7 @@ impl Node {
                     version = target.epoch.version,
                     "merge applied"
                 );
-                if let Err(e) = self.router.map_mut().apply_merge(target, source) {
+                if let Err(e) = self.router.write().map_mut().apply_merge(target, source) {
                     tracing::error!(error = %e, "range map refused a merge that applied");
                 }
                 self.stats.merges += 1;
@@ -340,7 +396,7 @@ impl Node {
                     "merge rolled back: unfrozen"
                 );
                 self.frozen_since.remove(&source.id);
-                let _ = self.router.map_mut().update(source);
+                let _ = self.router.write().map_mut().update(source);
             }
             Effect::Reconfigured {
                 desc,
@@ -348,7 +404,7 @@ impl Node {
                 tell_removed,
             } => {
                 let range_id = desc.id;
-                let _ = self.router.map_mut().update(desc);
+                let _ = self.router.write().map_mut().update(desc);
                 if let Some((replica, node, index)) = tell_removed {
                     self.tell_removed(range_id, replica, node, index);
                 }

@@ -640,13 +640,8 @@ impl Node {
         };
         self.applied_shared.write().remove(&range_id);
         let error = Error::RangeNotFound(format!("range {range_id} was removed from this node"));
-        let mut scans = Vec::new();
-        peer.fail_all(&error, &mut scans);
-        for job in scans {
-            if let Some(job) = self.scans.remove(&job) {
-                let _ = job.reply.send(Err(error.clone()));
-            }
-        }
+        peer.fail_all(&error);
+        self.shards.placement.forget(range_id);
         let desc = &peer.meta.desc;
         let mut batch = WriteBatch::new();
         batch.remove_group(range_id);
@@ -654,7 +649,7 @@ impl Node {
         self.store
             .destroy_replica(range_id, &desc.start, &desc.end, desc.epoch.conf_version)?;
         // Keep routing the range's keys to its replicas elsewhere.
-        let _ = self.router.map_mut().update(desc.clone());
+        let _ = self.router.write().map_mut().update(desc.clone());
         self.stats.replicas_destroyed += 1;
         tracing::info!(range_id, "replica removed from this node and destroyed");
         Ok(())
@@ -766,23 +761,10 @@ impl Node {
     /// tombstone of a newer configuration forbids it.
     pub(super) fn create_from_snapshot(&mut self, staged: StagedSnapshot) {
         let range_id = staged.meta().range_id;
-        let header = match staged
-            .reader()
-            .map_err(|e| e.to_string())
-            .and_then(|mut r| r.header().map_err(|e| e.to_string()))
-            .and_then(|raw| {
-                crate::snapshot::RangeSnapshotHeader::decode(&raw).map_err(|e| e.to_string())
-            }) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(range_id, error = %e, "unreadable snapshot for a new replica");
-                return;
-            }
-        };
-        let meta = match RangeMeta::decode(&header.storage.descriptor) {
+        let meta = match super::snapshots::staged_meta(&staged) {
             Ok(meta) => meta,
             Err(e) => {
-                tracing::warn!(range_id, error = %e, "snapshot carried a bad descriptor");
+                tracing::warn!(range_id, error = %e, "unreadable snapshot for a new replica");
                 return;
             }
         };
@@ -811,12 +793,7 @@ impl Node {
             }
             _ => {}
         }
-        let overlaps = self.peers.values().any(|p| {
-            let a = &p.meta.desc;
-            let b = &meta.desc;
-            (b.end.is_empty() || a.start < b.end) && (a.end.is_empty() || b.start < a.end)
-        });
-        if overlaps {
+        if !self.local_overlapping(&meta.desc).is_empty() {
             return refuse(
                 self,
                 "it overlaps a local range (a split not yet applied here)",
@@ -846,7 +823,7 @@ impl Node {
             .write(&batch, true)
             .map_err(Error::from)
             .and_then(|_| {
-                self.router.map_mut().remove(range_id);
+                self.router.write().map_mut().remove(range_id);
                 self.start_peer(meta, false, false)
             });
         match started {

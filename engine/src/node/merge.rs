@@ -35,6 +35,13 @@ pub(super) struct MergeJob {
 
 impl Node {
     pub(super) fn start_merge(&mut self, left: RangeId, right: RangeId, reply: Reply) {
+        // Both ranges must be in this loop: pull the right one over first.
+        if self.peers.contains_key(&left) && !self.peers.contains_key(&right) && self.on_node(right)
+        {
+            let request = Request::Merge { left, right, reply };
+            self.park(vec![right], Msg::Request(request));
+            return;
+        }
         let check = (|| -> Result<(), Error> {
             let l = self
                 .peers
@@ -306,6 +313,14 @@ impl Node {
                 }
             };
             self.frozen_since.insert(source, now);
+            if let Some(owner) = self
+                .owner_elsewhere(target)
+                .filter(|_| self.on_node(target))
+            {
+                // Settled where the target is: go there.
+                self.release(source, owner);
+                continue;
+            }
             let Some(peer) = self.peers.get_mut(&target) else {
                 continue;
             };
@@ -335,6 +350,20 @@ pub(crate) fn replica_nodes(desc: &RangeDescriptor) -> Vec<u64> {
     let mut nodes: Vec<u64> = desc.replicas.iter().map(|r| r.node_id).collect();
     nodes.sort_unstable();
     nodes
+}
+
+impl Node {
+    /// The source of a `CommitMerge` entry when it is on this node but in
+    /// another loop: the entry waits while the source is pulled over.
+    pub(super) fn merge_source_elsewhere(&self, data: &Bytes) -> Option<RangeId> {
+        if self.shards.count() == 1 {
+            return None;
+        }
+        let Ok(Command::CommitMerge { source, .. }) = Command::decode(data) else {
+            return None;
+        };
+        (!self.peers.contains_key(&source.id) && self.on_node(source.id)).then_some(source.id)
+    }
 }
 
 /// Whether a `CommitMerge` entry must wait for the local source replica to

@@ -41,12 +41,15 @@ mod cycle;
 mod membership;
 mod merge;
 mod reads;
+mod shards;
 mod snapshots;
 
 use autosplit::{AutoSplit, Measured};
 use membership::{MembershipJob, TransferJob};
 pub(crate) use merge::replica_nodes;
 use merge::{merge_must_wait, MergeJob};
+use shards::{overlaps, Parked, Whereabouts};
+pub(crate) use shards::{Adopted, Mailbox, Shards};
 
 /// Read consistency of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +132,26 @@ pub(crate) enum Msg {
     PeerDown(NodeId),
     /// A background size check of a range finished.
     Measured(Measured),
+    /// Start a range made by a split in another loop (this is its home).
+    StartPeer {
+        meta: RangeMeta,
+        campaign: bool,
+        /// Check its size soon (its parent was split for size).
+        remeasure: bool,
+    },
+    /// Hand the range over to loop `to` (it needs it for a merge).
+    Release {
+        range_id: RangeId,
+        to: usize,
+    },
+    /// A range handed over by another loop.
+    Adopt(Box<Adopted>),
+    /// One range's share of a scan started by another loop.
+    ScanPart {
+        range_id: RangeId,
+        consistency: Consistency,
+        job: Arc<ScanJob>,
+    },
     Shutdown(oneshot::Sender<Result<(), Error>>),
 }
 
@@ -142,12 +165,25 @@ pub struct RangeInfo {
     pub merging_into: Option<RangeId>,
 }
 
-struct ScanJob {
+type ScanReply = oneshot::Sender<Result<Vec<(Bytes, Bytes)>, Error>>;
+
+/// A scan waiting for its ranges' reads to be confirmed; shared by the
+/// loops that own those ranges: the last confirmation runs it.
+pub(crate) struct ScanJob {
     start: Bytes,
     end: Bytes,
     limit: usize,
-    waiting: usize,
-    reply: oneshot::Sender<Result<Vec<(Bytes, Bytes)>, Error>>,
+    waiting: std::sync::atomic::AtomicUsize,
+    reply: parking_lot::Mutex<Option<ScanReply>>,
+}
+
+impl ScanJob {
+    /// Answer with an error unless already answered.
+    pub(crate) fn fail(&self, error: Error) {
+        if let Some(reply) = self.reply.lock().take() {
+            let _ = reply.send(Err(error));
+        }
+    }
 }
 
 /// Vote requests that arrived for a range before this node created it.
@@ -166,8 +202,15 @@ pub(crate) struct Node {
     store: StateStore,
     wal: Arc<Wal>,
     peers: BTreeMap<RangeId, Peer>,
-    router: Router,
-    scans: HashMap<u64, ScanJob>,
+    /// Which of the node's raft loops this is, and how to reach the others.
+    shard: usize,
+    shards: Shards,
+    /// The node's range map, shared by its loops.
+    router: Arc<RwLock<Router>>,
+    /// Messages waiting for ranges to be handed over to this loop.
+    parked: Vec<Parked>,
+    /// Hand-overs asked for, and when.
+    pulling: HashMap<RangeId, Instant>,
     merges: HashMap<RangeId, MergeJob>,
     /// Merge sources frozen here, since when (the orphan check).
     frozen_since: HashMap<RangeId, Instant>,
@@ -188,9 +231,7 @@ pub(crate) struct Node {
     next_context: u64,
     stats: NodeStats,
     started: Instant,
-    network: Option<Network>,
-    /// For tasks that report back to the raft loop.
-    mailbox: Sender<Msg>,
+    network: Option<Arc<Network>>,
     ticks: u64,
     /// When the loop last handled a tick, and until when leases are not
     /// trusted after a gap (see `lease_clock_ok`).
@@ -208,13 +249,14 @@ fn make_id(counter: u64, node_id: u64) -> u64 {
 }
 
 impl Node {
-    /// Open (or create) the node's storage and start every local range.
+    /// Open (or create) the node's storage and start every local range,
+    /// each in the loop that owns it: one `Node` per loop of `shards`.
     pub(crate) fn open(
         config: EngineConfig,
-        network: Option<Network>,
-        mailbox: Sender<Msg>,
+        network: Option<Arc<Network>>,
+        shards: Shards,
         applied_shared: Arc<RwLock<HashMap<RangeId, u64>>>,
-    ) -> Result<Node, Error> {
+    ) -> Result<Vec<Node>, Error> {
         config.validate()?;
         if config.node_id > 0xFFFF {
             return Err(Error::Config {
@@ -228,39 +270,44 @@ impl Node {
         let store = StateStore::open(config.data_dir.join("state"), config.state.clone())?;
         store.ensure_identity(config.cluster_id, config.node_id)?;
         let wal = Arc::new(Wal::open(config.data_dir.join("wal"), config.wal.clone())?);
-        let auto = AutoSplit::new(Instant::now(), &config.auto_split);
-        let mut node = Node {
-            config,
-            store,
-            wal,
-            peers: BTreeMap::new(),
-            router: Router::new(RangeMap::new()),
-            scans: HashMap::new(),
-            merges: HashMap::new(),
-            frozen_since: HashMap::new(),
-            auto,
-            held: BTreeMap::new(),
-            cycle_pending: false,
-            membership: HashMap::new(),
-            transfers: HashMap::new(),
-            unknown_cooldown: HashMap::new(),
-            early_votes: HashMap::new(),
-            next_context: 1,
-            stats: NodeStats::default(),
-            started: Instant::now(),
-            network,
-            mailbox,
-            ticks: 0,
-            last_tick_at: Instant::now(),
-            lease_blocked_until: None,
-            applied_shared,
-        };
+        let started = Instant::now();
+        let mut nodes: Vec<Node> = (0..shards.count())
+            .map(|shard| Node {
+                config: config.clone(),
+                store: store.clone(),
+                wal: wal.clone(),
+                peers: BTreeMap::new(),
+                shard,
+                shards: shards.clone(),
+                router: shards.router.clone(),
+                parked: Vec::new(),
+                pulling: HashMap::new(),
+                merges: HashMap::new(),
+                frozen_since: HashMap::new(),
+                auto: AutoSplit::new(started, &config.auto_split),
+                held: BTreeMap::new(),
+                cycle_pending: false,
+                membership: HashMap::new(),
+                transfers: HashMap::new(),
+                unknown_cooldown: HashMap::new(),
+                early_votes: HashMap::new(),
+                next_context: 1,
+                stats: NodeStats::default(),
+                started,
+                network: network.clone(),
+                ticks: 0,
+                last_tick_at: started,
+                lease_blocked_until: None,
+                applied_shared: applied_shared.clone(),
+            })
+            .collect();
         // The id counter starts at 1: taking id 1 marks the first open.
-        if node.store.allocate_ids(1)? == 1 {
-            node.bootstrap()?;
+        if store.allocate_ids(1)? == 1 {
+            nodes[0].bootstrap()?;
         }
-        for range_id in node.store.range_ids()? {
-            let Some(raw) = node.store.range_descriptor(range_id)? else {
+        let mut metas = Vec::new();
+        for range_id in store.range_ids()? {
+            let Some(raw) = store.range_descriptor(range_id)? else {
                 // A replica being created from a snapshot when the node
                 // stopped: the interrupted apply was rolled back and the
                 // leader will send the snapshot again.
@@ -269,16 +316,26 @@ impl Node {
             };
             let meta = RangeMeta::decode(&raw)
                 .map_err(|e| Error::Storage(format!("range {range_id}: {e}")))?;
-            node.start_peer(meta, false, false)?;
+            metas.push(meta);
+        }
+        let placement = shards.placement.clone();
+        // A source frozen for a merge starts next to its target.
+        for meta in &metas {
+            if let Some(frozen) = meta.frozen {
+                placement.set(meta.desc.id, placement.shard_of(frozen.target));
+            }
+        }
+        for meta in metas {
+            let shard = placement.shard_of(meta.desc.id);
+            nodes[shard].start_peer(meta, false, false)?;
         }
         // Logs of ranges this node no longer holds: a crash between
         // retiring a merged range's metadata and dropping its log (they are
         // separate writes) leaves one; it would pin WAL segments forever.
-        let orphans: Vec<u64> = node
-            .wal
+        let orphans: Vec<u64> = wal
             .groups()
             .into_iter()
-            .filter(|id| !node.peers.contains_key(id))
+            .filter(|id| !nodes.iter().any(|n| n.peers.contains_key(id)))
             .collect();
         if !orphans.is_empty() {
             tracing::warn!(
@@ -289,14 +346,15 @@ impl Node {
             for id in orphans {
                 batch.remove_group(id);
             }
-            node.wal.write(&batch, true)?;
+            wal.write(&batch, true)?;
         }
         tracing::info!(
-            node_id = node.config.node_id,
-            ranges = node.peers.len(),
+            node_id = config.node_id,
+            ranges = nodes.iter().map(|n| n.peers.len()).sum::<usize>(),
+            pollers = nodes.len(),
             "node started"
         );
-        Ok(node)
+        Ok(nodes)
     }
 
     /// A new cluster: the first range covers the key space and lives on
@@ -418,13 +476,19 @@ impl Node {
             // without waiting for a timeout.
             let _ = group.campaign();
         }
-        if self.router.map().get(range_id).is_none() {
-            self.router
-                .map_mut()
-                .insert(meta.desc.clone())
-                .map_err(|e| Error::Storage(format!("range map: {e}")))?;
+        // A split's new range is in the map already (its parent's loop put
+        // it there; it may not have yet, and then must be the one to).
+        if !fresh {
+            let mut router = self.router.write();
+            if router.map().get(range_id).is_none() {
+                router
+                    .map_mut()
+                    .insert(meta.desc.clone())
+                    .map_err(|e| Error::Storage(format!("range map: {e}")))?;
+            }
         }
         self.applied_shared.write().insert(range_id, applied.0);
+        self.shards.placement.set(range_id, self.shard);
         self.peers.insert(
             range_id,
             Peer {
@@ -451,40 +515,50 @@ impl Node {
     }
 
     /// The loop. Returns when shut down or when storage fails.
-    pub(crate) fn run(mut self, mailbox: Receiver<Msg>) {
+    pub(crate) fn run(mut self, mailbox: Mailbox) {
         let mut shutdown: Option<oneshot::Sender<Result<(), Error>>> = None;
+        // Loop-to-loop messages first: a hand-over or a forwarded message
+        // is older than what the API sent after it.
+        let next_msg = |mailbox: &Mailbox| {
+            mailbox
+                .control
+                .try_recv()
+                .or_else(|_| mailbox.inbox.try_recv())
+                .ok()
+        };
         while shutdown.is_none() {
-            let Ok(first) = mailbox.recv() else { break };
+            let first = match next_msg(&mailbox) {
+                Some(msg) => msg,
+                None => {
+                    let received = crossbeam_channel::select! {
+                        recv(mailbox.control) -> msg => msg,
+                        recv(mailbox.inbox) -> msg => msg,
+                    };
+                    // The API's side closed: the engine is gone.
+                    let Ok(msg) = received else { break };
+                    msg
+                }
+            };
             let mut next = Some(first);
             let mut handled = 0;
             // Anything but a tick may give a group a ready; a tick only
             // when it ticked an awake group or ran a job (see `tick`).
             let mut busy = self.cycle_pending || !self.held.is_empty();
             while let Some(msg) = next.take() {
-                if !matches!(msg, Msg::Tick) {
-                    busy = true;
-                }
                 match msg {
-                    Msg::Request(request) => self.handle_request(request),
                     Msg::Tick => busy |= self.tick(),
-                    Msg::Raft { from, messages } => self.step_messages(from, messages),
-                    Msg::SnapshotStaged(staged) => self.install_staged(*staged),
-                    Msg::SnapshotSent {
-                        range_id,
-                        to,
-                        meta,
-                        ok,
-                    } => self.snapshot_sent(range_id, to, meta, ok),
-                    Msg::PeerDown(node) => self.peer_down(node),
-                    Msg::Measured(measured) => self.measured(measured),
                     Msg::Shutdown(reply) => {
                         shutdown = Some(reply);
                         break;
                     }
+                    msg => {
+                        busy = true;
+                        self.dispatch(msg);
+                    }
                 }
                 handled += 1;
                 if handled < 4096 {
-                    next = mailbox.try_recv().ok();
+                    next = next_msg(&mailbox);
                 }
             }
             // A cycle's persist can make entries committable (a single
@@ -511,7 +585,7 @@ impl Node {
                 self.drive_admin_jobs();
             }
             if let Err(e) = result {
-                tracing::error!(error = %e, "storage failure: stopping the node");
+                tracing::error!(error = %e, shard = self.shard, "storage failure: stopping the raft loop");
                 self.fail_everything(&e);
                 if let Some(reply) = shutdown.take() {
                     let _ = reply.send(Err(e));
@@ -520,29 +594,92 @@ impl Node {
             }
         }
         // Refuse what is still queued, flush, stop.
-        while let Ok(msg) = mailbox.try_recv() {
-            if let Msg::Shutdown(reply) = msg {
-                let _ = reply.send(Ok(()));
+        while let Some(msg) = next_msg(&mailbox) {
+            match msg {
+                Msg::Shutdown(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Msg::Request(request) => request.fail(Error::Closed),
+                _ => {}
             }
         }
         self.fail_everything(&Error::Closed);
-        if let Some(network) = self.network.as_mut() {
-            network.shutdown();
-        }
         let result = self.store.sync().map_err(Error::from);
-        tracing::info!(node_id = self.config.node_id, "node stopped");
+        tracing::info!(
+            node_id = self.config.node_id,
+            shard = self.shard,
+            "raft loop stopped"
+        );
         if let Some(reply) = shutdown {
             let _ = reply.send(result);
         }
     }
 
-    fn fail_everything(&mut self, error: &Error) {
-        let mut scans = Vec::new();
-        for peer in self.peers.values_mut() {
-            peer.fail_all(error, &mut scans);
+    /// Everything but ticks and shutdown.
+    fn dispatch(&mut self, msg: Msg) {
+        if self.shards.count() > 1 {
+            match self.placement_of(&msg) {
+                Whereabouts::Here => {}
+                Whereabouts::Elsewhere(owner) => return self.forward(owner, msg),
+                Whereabouts::Arriving(range_id) => return self.park(vec![range_id], msg),
+            }
         }
-        for (_, job) in self.scans.drain() {
-            let _ = job.reply.send(Err(error.clone()));
+        match msg {
+            Msg::Request(request) => self.handle_request(request),
+            Msg::Raft { from, messages } => self.step_messages(from, messages),
+            Msg::SnapshotStaged(staged) => self.install_staged(*staged),
+            Msg::SnapshotSent {
+                range_id,
+                to,
+                meta,
+                ok,
+            } => self.snapshot_sent(range_id, to, meta, ok),
+            Msg::PeerDown(node) => self.peer_down(node),
+            Msg::Measured(measured) => self.measured(measured),
+            Msg::StartPeer {
+                meta,
+                campaign,
+                remeasure,
+            } => {
+                let range_id = meta.desc.id;
+                if let Err(e) = self.start_peer(meta, campaign, true) {
+                    tracing::error!(range_id, error = %e, "cannot start a range made by a split");
+                    if !self.peers.contains_key(&range_id) {
+                        self.applied_shared.write().remove(&range_id);
+                    }
+                }
+                if remeasure {
+                    self.auto.measure_soon(range_id);
+                }
+                self.retry_parked(false);
+            }
+            Msg::Release { range_id, to } => self.release(range_id, to),
+            Msg::Adopt(adopted) => self.adopt(*adopted),
+            Msg::ScanPart {
+                range_id,
+                consistency,
+                job,
+            } => self.start_read(range_id, consistency, ReadWaiter::Scan { job }),
+            Msg::Tick | Msg::Shutdown(_) => {}
+        }
+    }
+
+    /// A read context unique across the node's loops (a range keeps its
+    /// pending reads when it moves to another loop).
+    pub(super) fn next_context(&mut self) -> u64 {
+        let context = (self.next_context << 8) | self.shard as u64;
+        self.next_context += 1;
+        context
+    }
+
+    fn fail_everything(&mut self, error: &Error) {
+        for peer in self.peers.values_mut() {
+            peer.fail_all(error);
+        }
+        for parked in std::mem::take(&mut self.parked) {
+            if let Msg::Request(request) = parked.msg {
+                request.fail(error.clone());
+            }
         }
         for (_, job) in self.merges.drain() {
             let _ = job.reply.send(Err(error.clone()));
@@ -556,7 +693,19 @@ impl Node {
     }
 
     fn step_messages(&mut self, from: NodeId, messages: Vec<RaftEnvelope>) {
+        let mut elsewhere: Vec<(usize, RaftEnvelope)> = Vec::new();
         for envelope in messages {
+            if let Some(owner) = self.owner_elsewhere(envelope.range_id) {
+                elsewhere.push((owner, envelope));
+                continue;
+            }
+            if self.shards.count() > 1
+                && !self.peers.contains_key(&envelope.range_id)
+                && self.on_node(envelope.range_id)
+            {
+                // On its way to this loop: dropped, Raft sends it again.
+                continue;
+            }
             let Some(peer) = self.peers.get_mut(&envelope.range_id) else {
                 // Unknown here: a range whose split this node has not
                 // applied yet, one it no longer holds, or one it is being
@@ -595,6 +744,17 @@ impl Node {
             if let Err(e) = peer.group.step(envelope.message) {
                 tracing::debug!(range_id = envelope.range_id, from, error = %e, "message refused");
             }
+        }
+        // Ranges that moved to another loop since the sender looked (rare:
+        // one message each).
+        for (owner, envelope) in elsewhere {
+            self.forward(
+                owner,
+                Msg::Raft {
+                    from,
+                    messages: vec![envelope],
+                },
+            );
         }
     }
 
@@ -668,19 +828,22 @@ impl Node {
                             size_hint_bytes: 0,
                         };
                         let service = network.snapshots.clone();
-                        let mailbox = self.mailbox.clone();
+                        let shards = self.shards.clone();
                         self.stats.snapshots_sent += 1;
                         network.spawn(async move {
                             let outcome = service.send(request, source).await;
                             if let Err(e) = &outcome {
                                 tracing::warn!(range_id, to, error = %e, "snapshot send failed");
                             }
-                            let _ = mailbox.send(Msg::SnapshotSent {
+                            shards.report(
                                 range_id,
-                                to,
-                                meta,
-                                ok: outcome.is_ok(),
-                            });
+                                Msg::SnapshotSent {
+                                    range_id,
+                                    to,
+                                    meta,
+                                    ok: outcome.is_ok(),
+                                },
+                            );
                         });
                     }
                     (_, Err(e), _) => {
@@ -738,6 +901,8 @@ impl Node {
             && self.frozen_since.is_empty());
         self.drive_admin_jobs();
         self.check_orphaned_merges(now);
+        let parked = !self.parked.is_empty();
+        self.retry_parked(true);
         let auto_split = self.check_auto_split(now);
         // The time half of the compaction policy, checked about once a
         // minute of ticks for every range (busy ranges are also checked
@@ -758,7 +923,7 @@ impl Node {
             }
         }
         metrics::gauge!("flotilla_ranges_hibernating").set(hibernating as f64);
-        ticked > 0 || jobs || auto_split || compaction_round
+        ticked > 0 || jobs || auto_split || compaction_round || parked
     }
 
     // ------------------------------------------------------------ requests
@@ -829,6 +994,7 @@ impl Node {
     fn peer_for_key(&mut self, key: &[u8]) -> Result<RangeId, Error> {
         let target = self
             .router
+            .read()
             .route(key)
             .map_err(|e| Error::RangeNotFound(e.to_string()))?;
         if self.peers.contains_key(&target.range.id) {
@@ -877,6 +1043,7 @@ impl Node {
         if let Some(op) = ops.iter().find(|op| !peer.meta.desc.contains_key(op.key())) {
             let second = self
                 .router
+                .read()
                 .route(op.key())
                 .map(|t| t.range.id)
                 .unwrap_or_default();

@@ -36,32 +36,41 @@ impl Node {
         }
         let ranges: Vec<RangeId> = self
             .router
+            .read()
             .map()
             .overlapping(&start, &end)
             .map(|r| r.id)
             .collect();
-        if let Some(missing) = ranges.iter().find(|id| !self.peers.contains_key(id)) {
+        if let Some(missing) = ranges.iter().find(|id| !self.on_node(**id)) {
             let _ = reply.send(Err(Error::RangeNotFound(format!(
                 "range {missing} has no replica here"
             ))));
             return;
         }
-        let job = self.next_context;
-        self.next_context += 1;
-        self.scans.insert(
-            job,
-            ScanJob {
-                start,
-                end,
-                limit,
-                waiting: ranges.len(),
-                reply,
-            },
-        );
+        // One more than the ranges: the job cannot finish while its parts
+        // are still being handed out.
+        let job = Arc::new(ScanJob {
+            start,
+            end,
+            limit,
+            waiting: std::sync::atomic::AtomicUsize::new(ranges.len() + 1),
+            reply: parking_lot::Mutex::new(Some(reply)),
+        });
         for range_id in ranges {
-            self.start_read(range_id, consistency, ReadWaiter::Scan { job });
+            let waiter = ReadWaiter::Scan { job: job.clone() };
+            match self.owner_elsewhere(range_id) {
+                Some(owner) => self.forward(
+                    owner,
+                    Msg::ScanPart {
+                        range_id,
+                        consistency,
+                        job: job.clone(),
+                    },
+                ),
+                None => self.start_read(range_id, consistency, waiter),
+            }
         }
-        self.finish_scan_if_ready(job);
+        self.scan_part_done(&job);
     }
 
     /// Route a read: stale reads and lease reads are served when applied
@@ -72,6 +81,25 @@ impl Node {
         consistency: Consistency,
         waiter: ReadWaiter,
     ) {
+        if let Some(owner) = self.owner_elsewhere(range_id) {
+            // Moved to another loop meanwhile.
+            if let ReadWaiter::Scan { job } = waiter {
+                let msg = Msg::ScanPart {
+                    range_id,
+                    consistency,
+                    job,
+                };
+                self.forward(owner, msg);
+            } else {
+                self.read_failed(
+                    waiter,
+                    Error::Busy(format!(
+                        "range {range_id} is moving between raft loops; retry"
+                    )),
+                );
+            }
+            return;
+        }
         let Some(peer) = self.peers.get_mut(&range_id) else {
             self.read_failed(waiter, Error::RangeNotFound(range_id.to_string()));
             return;
@@ -98,8 +126,7 @@ impl Node {
                 return;
             }
         }
-        let context = self.next_context;
-        self.next_context += 1;
+        let context = self.next_context();
         let Some(peer) = self.peers.get_mut(&range_id) else {
             return;
         };
@@ -139,11 +166,7 @@ impl Node {
             ReadWaiter::Get { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
-            ReadWaiter::Scan { job } => {
-                if let Some(job) = self.scans.remove(&job) {
-                    let _ = job.reply.send(Err(error));
-                }
-            }
+            ReadWaiter::Scan { job } => job.fail(error),
         }
     }
 
@@ -153,26 +176,29 @@ impl Node {
                 self.stats.reads += 1;
                 let _ = reply.send(self.store.get(&key).map_err(Error::from));
             }
-            ReadWaiter::Scan { job } => {
-                if let Some(scan) = self.scans.get_mut(&job) {
-                    scan.waiting = scan.waiting.saturating_sub(1);
-                }
-                self.finish_scan_if_ready(job);
-            }
+            ReadWaiter::Scan { job } => self.scan_part_done(&job),
         }
     }
 
-    pub(super) fn finish_scan_if_ready(&mut self, job: u64) {
-        if self.scans.get(&job).is_some_and(|s| s.waiting == 0) {
-            if let Some(scan) = self.scans.remove(&job) {
-                self.stats.scans += 1;
-                let result = self
-                    .store
-                    .scan(&scan.start, &scan.end, scan.limit)
-                    .map_err(Error::from);
-                let _ = scan.reply.send(result);
-            }
+    /// One range of a scan may be read: the last one runs the scan (in
+    /// whichever loop that is; the state store is shared).
+    pub(super) fn scan_part_done(&mut self, job: &ScanJob) {
+        if job
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            != 1
+        {
+            return;
         }
+        let Some(reply) = job.reply.lock().take() else {
+            return; // Failed already.
+        };
+        self.stats.scans += 1;
+        let result = self
+            .store
+            .scan(&job.start, &job.end, job.limit)
+            .map_err(Error::from);
+        let _ = reply.send(result);
     }
 
     pub(super) fn serve_confirmed_reads(&mut self, range_id: RangeId) {

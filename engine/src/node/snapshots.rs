@@ -15,6 +15,22 @@ impl Node {
         if staged.meta().index <= peer.applied.0 {
             return; // Stale: already have it.
         }
+        // A widened range's snapshot retires the local ranges it covers:
+        // they must be in this loop first, so none of them applies an old
+        // entry over the snapshot's data from another thread.
+        if self.shards.count() > 1 {
+            if let Ok(meta) = staged_meta(&staged) {
+                let elsewhere: Vec<RangeId> = self
+                    .local_overlapping(&meta.desc)
+                    .into_iter()
+                    .filter(|id| !self.peers.contains_key(id))
+                    .collect();
+                if !elsewhere.is_empty() {
+                    self.park(elsewhere, Msg::SnapshotStaged(Box::new(staged)));
+                    return;
+                }
+            }
+        }
         match crate::snapshot::apply_staged(&self.store, &staged) {
             Ok(header) => {
                 let meta = match RangeMeta::decode(&header.storage.descriptor) {
@@ -31,8 +47,9 @@ impl Node {
                     peer.applied = (header.raft.index, header.raft.term);
                     if meta.desc != peer.meta.desc {
                         let desc = meta.desc.clone();
-                        self.router.map_mut().remove(range_id);
-                        if let Err(e) = self.router.map_mut().insert(desc) {
+                        let mut router = self.router.write();
+                        router.map_mut().remove(range_id);
+                        if let Err(e) = router.map_mut().insert(desc) {
                             tracing::error!(range_id, error = %e, "range map refused a snapshot's descriptor");
                         }
                     }
@@ -68,7 +85,7 @@ impl Node {
             let mut batch = self.store.apply_batch();
             batch.retire_range(other);
             batch.commit()?;
-            self.router.map_mut().remove(other);
+            self.router.write().map_mut().remove(other);
             self.stats.merges += 1;
         }
         Ok(())
@@ -111,9 +128,10 @@ impl Node {
     }
 }
 
-/// Whether two key ranges share a key (an empty end is unbounded).
-fn overlaps(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
-    let starts_before_end =
-        |x: &RangeDescriptor, y: &RangeDescriptor| y.end.is_empty() || x.start < y.end;
-    starts_before_end(a, b) && starts_before_end(b, a)
+/// The descriptor a staged snapshot carries, read from its header.
+pub(super) fn staged_meta(staged: &StagedSnapshot) -> Result<RangeMeta, String> {
+    let mut reader = staged.reader().map_err(|e| e.to_string())?;
+    let raw = reader.header().map_err(|e| e.to_string())?;
+    let header = crate::snapshot::RangeSnapshotHeader::decode(&raw).map_err(|e| e.to_string())?;
+    RangeMeta::decode(&header.storage.descriptor).map_err(|e| e.to_string())
 }

@@ -785,6 +785,7 @@ pub(crate) async fn status_pairs(server: &Server) -> Result<Vec<(&'static str, u
         ),
         ("membership_changes", stats.membership_changes),
         ("replicas_destroyed", stats.replicas_destroyed),
+        ("handovers", stats.handovers),
         ("pre_votes", stats.pre_votes),
         ("elections", stats.elections),
         ("elections_won", stats.elections_won),

@@ -101,6 +101,8 @@ pub struct EngineSettings {
     pub log_compact_interval_secs: u64,
     pub proposals_per_range_max: usize,
     pub requests_queued_max: usize,
+    /// Raft loop threads (default: the cores).
+    pub pollers: usize,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
     pub request_timeout_ms: u64,
@@ -134,6 +136,7 @@ impl Default for EngineSettings {
             log_compact_interval_secs: d.log_compact_interval.as_secs(),
             proposals_per_range_max: d.proposals_per_range_max,
             requests_queued_max: d.requests_queued_max,
+            pollers: d.pollers,
             key_bytes_max: d.key_bytes_max,
             value_bytes_max: d.value_bytes_max,
             request_timeout_ms: d.request_timeout.as_millis() as u64,
@@ -277,6 +280,7 @@ impl ServerConfig {
         config.log_compact_interval = Duration::from_secs(e.log_compact_interval_secs);
         config.proposals_per_range_max = e.proposals_per_range_max;
         config.requests_queued_max = e.requests_queued_max;
+        config.pollers = e.pollers;
         config.key_bytes_max = e.key_bytes_max;
         config.value_bytes_max = e.value_bytes_max;
         config.request_timeout = Duration::from_millis(e.request_timeout_ms);
@@ -354,6 +358,7 @@ fn toml_field(engine_field: &'static str) -> &'static str {
         "log_compact_entries" => "engine.log_compact_entries",
         "proposals_per_range_max" => "engine.proposals_per_range_max",
         "requests_queued_max" => "engine.requests_queued_max",
+        "pollers" => "engine.pollers",
         "key_bytes_max" => "engine.key_bytes_max",
         "value_bytes_max" => "engine.value_bytes_max",
         "request_timeout" => "engine.request_timeout_ms",
