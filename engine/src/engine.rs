@@ -40,6 +40,8 @@ pub struct Engine {
     /// The raft loops' mailboxes and the node's range map.
     shards: Shards,
     network: Option<Arc<Network>>,
+    /// Applied index of every local range, whichever loop holds it.
+    applied: Arc<parking_lot::RwLock<std::collections::HashMap<u64, u64>>>,
     transport: Option<Transport>,
     config: EngineConfig,
     closed: Arc<AtomicBool>,
@@ -56,7 +58,12 @@ impl Engine {
         let applied = Arc::new(parking_lot::RwLock::new(std::collections::HashMap::new()));
         let network = Network::start(&config, &shards, applied.clone())?.map(Arc::new);
         let transport = network.as_ref().map(|n| n.transport.clone());
-        let nodes = Node::open(config.clone(), network.clone(), shards.clone(), applied)?;
+        let nodes = Node::open(
+            config.clone(),
+            network.clone(),
+            shards.clone(),
+            applied.clone(),
+        )?;
         let closed = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(nodes.len() + 1);
         for (shard, (node, mailbox)) in nodes.into_iter().zip(mailboxes).enumerate() {
@@ -90,6 +97,7 @@ impl Engine {
         Ok(Engine {
             shards,
             network,
+            applied,
             transport,
             config,
             closed,
@@ -125,7 +133,7 @@ impl Engine {
     }
 
     fn submit(&self, request: Request) -> Result<(), Error> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) || self.shards.failed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         let shard = self.shard_for(&request);
@@ -384,10 +392,28 @@ impl Engine {
 
     /// The ranges this node holds, in key order.
     pub async fn ranges(&self) -> Result<Vec<RangeInfo>, Error> {
-        let answers = self.gather(|reply| Request::Ranges { reply }).await?;
-        let mut infos: Vec<RangeInfo> = answers.into_iter().flatten().collect();
-        infos.sort_by(|a, b| a.descriptor.start.cmp(&b.descriptor.start));
-        Ok(infos)
+        // Each loop answers for its own ranges. A range handed between
+        // loops while they answer may be in two answers (a range's start
+        // never changes, so its copies end up neighbours), or in none:
+        // then ask again.
+        let mut attempts = 0;
+        loop {
+            let answers = self.gather(|reply| Request::Ranges { reply }).await?;
+            let mut infos: Vec<RangeInfo> = answers.into_iter().flatten().collect();
+            infos.sort_by(|a, b| {
+                (&a.descriptor.start, a.descriptor.id).cmp(&(&b.descriptor.start, b.descriptor.id))
+            });
+            infos.dedup_by_key(|info| info.descriptor.id);
+            attempts += 1;
+            let complete = {
+                let ids: std::collections::HashSet<u64> =
+                    infos.iter().map(|i| i.descriptor.id).collect();
+                self.applied.read().keys().all(|id| ids.contains(id))
+            };
+            if complete || attempts >= 5 {
+                return Ok(infos);
+            }
+        }
     }
 
     /// What the node has done so far.

@@ -175,7 +175,7 @@ async fn all_nodes_hold(cluster: &Cluster, nodes: &[u64], acked: &BTreeMap<Strin
 
 #[test]
 fn replicated_merges_under_concurrent_writes_keep_every_write() {
-    replicated_merges_under_writes(None, 5);
+    replicated_merges_under_writes(1, 5);
 }
 
 /// The same with four raft loops per node: the source of most merges
@@ -183,19 +183,15 @@ fn replicated_merges_under_concurrent_writes_keep_every_write() {
 /// it before freezing, the followers when `CommitMerge` applies).
 #[test]
 fn replicated_merges_across_raft_loops_keep_every_write() {
-    replicated_merges_under_writes(Some(4), 8);
+    replicated_merges_under_writes(4, 8);
 }
 
-fn replicated_merges_under_writes(pollers: Option<usize>, rounds: u64) {
+fn replicated_merges_under_writes(pollers: usize, rounds: u64) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let mut cluster = Cluster::start_with(3, dir.path(), TICK, move |c| {
-            if let Some(pollers) = pollers {
-                c.pollers = pollers;
-            }
-        })
-        .unwrap();
+        let mut cluster =
+            Cluster::start_with(3, dir.path(), TICK, move |c| c.pollers = pollers).unwrap();
         cluster.put("warm-up", "x").await.unwrap();
         let writers = start_writers(&cluster, &["a", "n", "z"]);
         for _round in 0..rounds {
@@ -222,16 +218,18 @@ fn replicated_merges_under_writes(pollers: Option<usize>, rounds: u64) {
         }
         let acked = writers.finish().await;
         all_nodes_hold(&cluster, &[1, 2, 3], &acked).await;
-        let mut handovers = 0;
         for id in 1..=3 {
             let stats = cluster.node(id).unwrap().stats().await.unwrap();
             assert_eq!(stats.merges, rounds, "node {id}: {stats:?}");
-            handovers += stats.handovers;
-        }
-        if pollers.is_some_and(|p| p > 1) {
-            // Each round's new range is in another loop than range 1 with
-            // probability 3/4: none in eight rounds is (1/4)^8.
-            assert!(handovers > 0, "no merge crossed raft loops");
+            // Each round's new range lives in another loop than range 1
+            // with probability 3/4 (the same ids on every node): none in
+            // eight rounds is (1/4)^8. The driver pulls the source before
+            // freezing it, the followers when `CommitMerge` applies.
+            if pollers > 1 {
+                assert!(stats.handovers > 0, "node {id}: no merge crossed loops");
+            } else {
+                assert_eq!(stats.handovers, 0, "node {id}");
+            }
         }
         cluster.close().await.unwrap();
     });
@@ -309,12 +307,24 @@ fn a_lagging_source_replica_makes_the_merge_wait_then_roll_back() {
 
 #[test]
 fn a_source_frozen_by_a_stopped_driver_is_unfrozen_through_the_target() {
+    orphaned_freeze_is_undone(1);
+}
+
+/// The same with four raft loops per node: a restarted node starts the
+/// frozen source in its target's loop, where the abort finds it.
+#[test]
+fn an_orphaned_freeze_is_undone_across_raft_loops() {
+    orphaned_freeze_is_undone(4);
+}
+
+fn orphaned_freeze_is_undone(pollers: usize) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let mut cluster = Cluster::start_with(3, dir.path(), TICK, |c| {
+        let mut cluster = Cluster::start_with(3, dir.path(), TICK, move |c| {
             // Long enough that the driver is stopped while it waits.
             c.request_timeout = Duration::from_secs(4);
+            c.pollers = pollers;
         })
         .unwrap();
         cluster.put("warm-up", "x").await.unwrap();

@@ -35,9 +35,14 @@ pub(super) struct MergeJob {
 
 impl Node {
     pub(super) fn start_merge(&mut self, left: RangeId, right: RangeId, reply: Reply) {
-        // Both ranges must be in this loop: pull the right one over first.
+        // Both ranges must be in this loop: pull the right one over first,
+        // once the checks that need no peer pass (no pointless moves).
         if self.peers.contains_key(&left) && !self.peers.contains_key(&right) && self.on_node(right)
         {
+            if let Err(e) = self.precheck_merge(left, right) {
+                let _ = reply.send(Err(e));
+                return;
+            }
             let request = Request::Merge { left, right, reply };
             self.park(vec![right], Msg::Request(request));
             return;
@@ -120,6 +125,33 @@ impl Node {
                 let _ = reply.send(Err(e.into()));
             }
         }
+    }
+
+    /// What a merge needs of the two descriptors (the range map's copies:
+    /// the right range may be in another loop).
+    fn precheck_merge(&self, left: RangeId, right: RangeId) -> Result<(), Error> {
+        let router = self.router.read();
+        let l = router
+            .map()
+            .get(left)
+            .ok_or_else(|| Error::RangeNotFound(left.to_string()))?;
+        let r = router
+            .map()
+            .get(right)
+            .ok_or_else(|| Error::RangeNotFound(right.to_string()))?;
+        if l.end != r.start || l.end.is_empty() {
+            return Err(Error::AdminRefused(format!(
+                "ranges {left} and {right} are not adjacent (left must end where right starts)"
+            )));
+        }
+        if replica_nodes(l) != replica_nodes(r) {
+            return Err(Error::AdminRefused(format!(
+                "ranges {left} and {right} have different replica sets ({:?} vs {:?}); move replicas first",
+                replica_nodes(l),
+                replica_nodes(r)
+            )));
+        }
+        Ok(())
     }
 
     /// The source froze at (`index`, `term`): every node notes when, for
@@ -278,6 +310,10 @@ impl Node {
     /// The target's log refused the merge of `source` (every replica
     /// applies the same refusal): the source may be unfrozen.
     pub(super) fn merge_refused(&mut self, source: RangeId) {
+        if !self.peers.contains_key(&source) && self.on_node(source) {
+            // The source (and the job that froze it) is in another loop.
+            return self.dispatch(Msg::MergeRefused { source });
+        }
         tracing::info!(range_id = source, "merge refused by the target; unfreezing");
         self.fail_merge(
             source,

@@ -146,6 +146,10 @@ pub(crate) enum Msg {
     },
     /// A range handed over by another loop.
     Adopt(Box<Adopted>),
+    /// The target refused the merge of `source`, which this loop holds.
+    MergeRefused {
+        source: RangeId,
+    },
     /// One range's share of a scan started by another loop.
     ScanPart {
         range_id: RangeId,
@@ -209,6 +213,9 @@ pub(crate) struct Node {
     router: Arc<RwLock<Router>>,
     /// Messages waiting for ranges to be handed over to this loop.
     parked: Vec<Parked>,
+    /// A failure outside a cycle that must stop the node (checked by the
+    /// loop after handling its messages).
+    fatal: Option<Error>,
     /// Hand-overs asked for, and when.
     pulling: HashMap<RangeId, Instant>,
     merges: HashMap<RangeId, MergeJob>,
@@ -281,6 +288,7 @@ impl Node {
                 shards: shards.clone(),
                 router: shards.router.clone(),
                 parked: Vec::new(),
+                fatal: None,
                 pulling: HashMap::new(),
                 merges: HashMap::new(),
                 frozen_since: HashMap::new(),
@@ -530,7 +538,7 @@ impl Node {
             let first = match next_msg(&mailbox) {
                 Some(msg) => msg,
                 None => {
-                    let received = crossbeam_channel::select! {
+                    let received = crossbeam_channel::select_biased! {
                         recv(mailbox.control) -> msg => msg,
                         recv(mailbox.inbox) -> msg => msg,
                     };
@@ -564,8 +572,11 @@ impl Node {
             // A cycle's persist can make entries committable (a single
             // voter commits on its own persist): run again at once rather
             // than wait for the next message.
-            let mut result = Ok(false);
-            if busy {
+            let mut result = match self.fatal.take() {
+                Some(e) => Err(e),
+                None => Ok(false),
+            };
+            if busy && result.is_ok() {
                 result = Ok(true);
                 for _ in 0..8 {
                     result = self.cycle();
@@ -585,7 +596,18 @@ impl Node {
                 self.drive_admin_jobs();
             }
             if let Err(e) = result {
-                tracing::error!(error = %e, shard = self.shard, "storage failure: stopping the raft loop");
+                tracing::error!(error = %e, shard = self.shard, "storage failure: stopping the node");
+                // The whole node stops, as one loop did: a loop left
+                // running could wait forever on a range the failed one held.
+                self.shards
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                for (shard, control) in self.shards.control.iter().enumerate() {
+                    if shard != self.shard {
+                        let (reply, _ignored) = oneshot::channel();
+                        let _ = control.send(Msg::Shutdown(reply));
+                    }
+                }
                 self.fail_everything(&e);
                 if let Some(reply) = shutdown.take() {
                     let _ = reply.send(Err(e));
@@ -643,10 +665,10 @@ impl Node {
             } => {
                 let range_id = meta.desc.id;
                 if let Err(e) = self.start_peer(meta, campaign, true) {
+                    // Its split is committed: the node cannot go on without it.
                     tracing::error!(range_id, error = %e, "cannot start a range made by a split");
-                    if !self.peers.contains_key(&range_id) {
-                        self.applied_shared.write().remove(&range_id);
-                    }
+                    self.fatal = Some(e);
+                    return;
                 }
                 if remeasure {
                     self.auto.measure_soon(range_id);
@@ -654,6 +676,7 @@ impl Node {
                 self.retry_parked(false);
             }
             Msg::Release { range_id, to } => self.release(range_id, to),
+            Msg::MergeRefused { source } => self.merge_refused(source),
             Msg::Adopt(adopted) => self.adopt(*adopted),
             Msg::ScanPart {
                 range_id,
@@ -677,9 +700,7 @@ impl Node {
             peer.fail_all(error);
         }
         for parked in std::mem::take(&mut self.parked) {
-            if let Msg::Request(request) = parked.msg {
-                request.fail(error.clone());
-            }
+            shards::give_up(parked.msg, error.clone());
         }
         for (_, job) in self.merges.drain() {
             let _ = job.reply.send(Err(error.clone()));
@@ -703,7 +724,9 @@ impl Node {
                 && !self.peers.contains_key(&envelope.range_id)
                 && self.on_node(envelope.range_id)
             {
-                // On its way to this loop: dropped, Raft sends it again.
+                // On its way to this loop: Raft sends it again; a vote
+                // request is kept, as for a range not started yet.
+                self.keep_early_vote(from, envelope);
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&envelope.range_id) else {

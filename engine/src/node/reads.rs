@@ -58,15 +58,15 @@ impl Node {
         });
         for range_id in ranges {
             let waiter = ReadWaiter::Scan { job: job.clone() };
+            let part = Msg::ScanPart {
+                range_id,
+                consistency,
+                job: job.clone(),
+            };
             match self.owner_elsewhere(range_id) {
-                Some(owner) => self.forward(
-                    owner,
-                    Msg::ScanPart {
-                        range_id,
-                        consistency,
-                        job: job.clone(),
-                    },
-                ),
+                Some(owner) => self.forward(owner, part),
+                // On its way to this loop.
+                None if !self.peers.contains_key(&range_id) => self.park(vec![range_id], part),
                 None => self.start_read(range_id, consistency, waiter),
             }
         }

@@ -80,6 +80,8 @@ pub(crate) struct Shards {
     pub placement: Arc<Placement>,
     /// Every local range (and removed ones, for routing), one map for all.
     pub router: Arc<RwLock<Router>>,
+    /// A loop stopped on a storage failure: the node refuses requests.
+    pub failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The receiving ends of one loop's mailboxes.
@@ -110,6 +112,7 @@ impl Shards {
             control,
             placement: Arc::new(Placement::new(pollers)),
             router: Arc::new(RwLock::new(Router::new(RangeMap::new()))),
+            failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         (shards, mailboxes)
     }
@@ -185,6 +188,8 @@ pub(crate) struct Adopted {
     merge: Option<MergeJob>,
     membership: Option<MembershipJob>,
     transfer: Option<TransferJob>,
+    /// The old loop's lease blackout (see `lease_clock_ok`).
+    lease_blocked_until: Option<Instant>,
 }
 
 /// A message waiting until ranges arrive in this loop.
@@ -262,6 +267,7 @@ impl Node {
                 Request::Scan { .. } | Request::Stats { .. } => None,
             },
             Msg::SnapshotStaged(staged) => Some(staged.meta().range_id),
+            Msg::MergeRefused { source } => Some(*source),
             Msg::SnapshotSent { range_id, .. } | Msg::ScanPart { range_id, .. } => Some(*range_id),
             _ => None,
         };
@@ -323,7 +329,7 @@ impl Node {
         if to == self.shard || to >= self.shards.count() {
             return;
         }
-        let Some(peer) = self.peers.remove(&range_id) else {
+        let Some(peer) = self.peers.get(&range_id) else {
             // Moved on already: pass the request along to the owner.
             if let Some(owner) = self.owner_elsewhere(range_id) {
                 if owner != to {
@@ -332,6 +338,26 @@ impl Node {
             }
             return;
         };
+        // A merge this loop drives needs both its ranges here; a frozen
+        // source goes only to its target's loop. The asker's wait ends at
+        // a request timeout; the merge's own end settles it sooner.
+        let driven_here = self
+            .merges
+            .iter()
+            .any(|(source, job)| *source == range_id || job.target == range_id);
+        let frozen_elsewhere = peer
+            .meta
+            .frozen
+            .is_some_and(|f| self.shards.placement.shard_of(f.target) != to);
+        if driven_here || frozen_elsewhere {
+            tracing::debug!(range_id, to, "range kept: a merge needs it in this loop");
+            return;
+        }
+        let Some(peer) = self.peers.remove(&range_id) else {
+            return;
+        };
+        // A stalled loop's lease blackout goes with its ranges.
+        self.note_tick_gap(Instant::now());
         self.auto.forget(range_id);
         self.pulling.remove(&range_id);
         let adopted = Adopted {
@@ -341,11 +367,12 @@ impl Node {
             merge: self.merges.remove(&range_id),
             membership: self.membership.remove(&range_id),
             transfer: self.transfers.remove(&range_id),
+            lease_blocked_until: self.lease_blocked_until,
         };
-        // The peer first, then the placement: whoever reads the new
-        // placement sends after the peer is in the new loop's queue.
-        self.forward(to, Msg::Adopt(Box::new(adopted)));
+        // The placement first: from now on the new loop takes the range
+        // for arriving (and parks what comes for it) until the peer does.
         self.shards.placement.set(range_id, to);
+        self.forward(to, Msg::Adopt(Box::new(adopted)));
         self.stats.handovers += 1;
         metrics::counter!("flotilla_range_handovers_total").increment(1);
         tracing::debug!(range_id, from = self.shard, to, "range handed over");
@@ -369,8 +396,18 @@ impl Node {
         if let Some(job) = adopted.transfer {
             self.transfers.insert(range_id, job);
         }
+        if let Some(until) = adopted.lease_blocked_until {
+            self.lease_blocked_until =
+                Some(self.lease_blocked_until.map_or(until, |u| u.max(until)));
+        }
         self.peers.insert(range_id, adopted.peer);
         self.shards.placement.set(range_id, self.shard);
+        // Vote requests that came while it was on its way.
+        if let Some(early) = self.early_votes.remove(&range_id) {
+            for (from, envelope) in early.messages {
+                self.step_messages(from, vec![envelope]);
+            }
+        }
         self.retry_parked(false);
     }
 
@@ -407,10 +444,13 @@ impl Node {
                 self.dispatch(p.msg);
             } else if tick && now.duration_since(p.since) >= self.config.request_timeout {
                 tracing::warn!(?missing, "ranges were not handed over in time");
-                if let Msg::Request(request) = p.msg {
-                    request.fail(Error::Busy(format!(
-                        "ranges {missing:?} are moving between raft loops; retry"
-                    )));
+                let error = Error::Busy(format!(
+                    "ranges {missing:?} are moving between raft loops; retry"
+                ));
+                match p.msg {
+                    // Raft must hear how its snapshot send ended: try again.
+                    msg @ Msg::SnapshotSent { .. } => self.dispatch(msg),
+                    msg => give_up(msg, error),
                 }
             } else {
                 if tick {
@@ -445,6 +485,16 @@ impl Node {
             }
         }
         found
+    }
+}
+
+/// Answer what waits in a message with `error` (a snapshot that is not
+/// installed is sent again by its leader; other messages carry no caller).
+pub(super) fn give_up(msg: Msg, error: Error) {
+    match msg {
+        Msg::Request(request) => request.fail(error),
+        Msg::ScanPart { job, .. } => job.fail(error),
+        _ => {}
     }
 }
 
