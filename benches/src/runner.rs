@@ -67,7 +67,7 @@ pub struct RunConfig {
     pub data_dir: PathBuf,
     pub tick_ms: u64,
     /// Raft loops per node of embedded and cluster targets (0: the
-    /// engine's default, one per core).
+    /// engine's default, one per two cores).
     #[serde(default)]
     pub pollers: usize,
     /// Remote requests without a reply after this long fail (`client_timeout`).

@@ -66,9 +66,9 @@ impl Cluster {
         config.tick = self.tick;
         config.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.initial_members = (1..=n).collect();
-        // The nodes share this process's cores: one loop per core each
-        // would oversubscribe them (measured: 3 nodes x 2 loops on 2 cores
-        // wrote 15-30% less than 3 x 1 at 1,024 ranges).
+        // The nodes share this process's cores: the default per node would
+        // oversubscribe them (measured: 3 nodes x 2 loops on 2 cores wrote
+        // 15-30% less than 3 x 1 at 1,024 ranges).
         config.pollers = (config.pollers / n as usize).max(1);
         if let Some(customize) = &self.customize {
             customize(&mut config);

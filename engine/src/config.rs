@@ -63,13 +63,15 @@ impl Default for AutoSplitConfig {
 /// Most raft loop threads a node may run.
 pub const POLLERS_MAX: usize = 64;
 
-/// One poller per core, at most 16: past that the shared WAL and state
-/// store, not the loops, bound a node.
+/// One loop per two cores, at most 16. The other half runs the callers,
+/// the transport and RocksDB's background work. Measured on 2 cores (see
+/// docs/bench/engine-matrix.md): two loops made 2.5x the fsyncs with
+/// smaller batches and wrote no faster than one, so one it is there.
 fn default_pollers() -> usize {
-    std::thread::available_parallelism()
+    let cores = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16)
+        .unwrap_or(1);
+    (cores / 2).clamp(1, 16)
 }
 
 /// Settings of one node.
@@ -94,7 +96,7 @@ pub struct EngineConfig {
     pub requests_queued_max: usize,
     /// Raft loop threads ("pollers"). Each owns a share of the local
     /// ranges; all share the node's WAL (so their writes group-commit) and
-    /// state store. Default: the machine's cores (at most 16).
+    /// state store. Default: one per two cores (at least 1, at most 16).
     pub pollers: usize,
     /// Largest key. 8 KiB.
     pub key_bytes_max: usize,
@@ -303,7 +305,7 @@ impl EngineConfigBuilder {
         self.config.log_compact_entries = entries;
         self
     }
-    /// Raft loop threads (default: the cores).
+    /// Raft loop threads (default: one per two cores).
     pub fn pollers(mut self, pollers: usize) -> Self {
         self.config.pollers = pollers;
         self

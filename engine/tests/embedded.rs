@@ -293,7 +293,12 @@ const CHILD_ENV: &str = "FLOTILLA_CRASH_CHILD_DIR";
 fn crash_child(dir: &str) {
     let rt = runtime();
     rt.block_on(async {
-        let engine = Engine::open(EngineConfig::new(dir)).expect("child opens the engine");
+        // Two raft loops: the killed writer's ranges are shared between them.
+        let config = EngineConfig::builder(dir)
+            .pollers(2)
+            .build()
+            .expect("config");
+        let engine = Engine::open(config).expect("child opens the engine");
         let start: u64 = std::env::var("FLOTILLA_CRASH_CHILD_START")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -43,7 +43,14 @@ async fn write(engine: &Engine, from: usize, count: usize) {
 /// what was acknowledged.
 fn child(dir: &str) {
     runtime().block_on(async {
-        let engine = Engine::open(EngineConfig::new(dir)).expect("child opens");
+        // Four raft loops (the check reopens with the default): the
+        // split's new range most likely lives in another loop than range 1,
+        // so the merge hands it over before freezing it.
+        let config = EngineConfig::builder(dir)
+            .pollers(4)
+            .build()
+            .expect("config");
+        let engine = Engine::open(config).expect("child opens");
         write(&engine, 0, 40).await;
         let right = engine.split("m").await.expect("split");
         println!("split {right}");

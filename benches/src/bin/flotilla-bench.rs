@@ -132,7 +132,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
 
-    /// Raft loops per node of embedded and cluster targets (0: one per core).
+    /// Raft loops per node of embedded and cluster targets (0: one per two cores).
     #[arg(long, default_value_t = 0)]
     pollers: usize,
 

@@ -101,7 +101,7 @@ pub struct EngineSettings {
     pub log_compact_interval_secs: u64,
     pub proposals_per_range_max: usize,
     pub requests_queued_max: usize,
-    /// Raft loop threads (default: the cores).
+    /// Raft loop threads (default: one per two cores).
     pub pollers: usize,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,

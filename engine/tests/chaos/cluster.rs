@@ -39,7 +39,10 @@ pub struct Cluster {
 /// Settings every node gets: fast ticks, and server-side timeouts well
 /// below the clients' deadline.
 const NODE_SETTINGS: &str = "fault_injection = true\nforward_timeout_ms = 2500\n";
-const ENGINE_SETTINGS: &str = "tick_ms = 50\nrequest_timeout_ms = 2500\nreplication_factor = 2\n";
+/// Two raft loops per node, whatever the machine: the faults also hit
+/// ranges moving between loops.
+const ENGINE_SETTINGS: &str =
+    "tick_ms = 50\nrequest_timeout_ms = 2500\nreplication_factor = 2\npollers = 2\n";
 
 impl Cluster {
     /// Start `n` nodes in `dir`; the first range lives on nodes 1..=3.
