@@ -5,7 +5,7 @@
 //! `BENCH_SECONDS` (default 3) per configuration; `BENCH_IDLE_RANGES`
 //! (default 10,000) and `BENCH_IDLE_SECONDS` (default 30) for the idle
 //! measurement; `BENCH_QUICK=1` runs a reduced matrix, `BENCH_ONLY_IDLE=1`
-//! only the idle measurement. A plain binary (`bench-engine`), like
+//! only the idle measurement (`BENCH_POLLERS` sets its raft loops). A plain binary (`bench-engine`), like
 //! `bench-transport`: `cargo bench` would compile a second RocksDB variant.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -267,7 +267,14 @@ fn main() {
     let idle_ranges = env_u64("BENCH_IDLE_RANGES", if quick { 1_000 } else { 10_000 });
     let idle_secs = env_u64("BENCH_IDLE_SECONDS", if quick { 5 } else { 30 });
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::open(EngineConfig::new(dir.path())).expect("open");
+    let mut config = EngineConfig::new(dir.path());
+    // BENCH_POLLERS: raft loops of the idle node (0: the default).
+    match env_u64("BENCH_POLLERS", 0) {
+        0 => {}
+        n => config.pollers = n as usize,
+    }
+    let pollers = config.pollers;
+    let engine = Engine::open(config).expect("open");
     let rss_before = rss_bytes();
     let t = Instant::now();
     runtime
@@ -293,7 +300,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(idle_secs));
     let cpu = cpu_seconds() - cpu_before;
     println!(
-        "idle: {idle_ranges} ranges ({hibernating} hibernating) made by {} splits in {split_secs:.1} s; CPU over {idle_secs} s: {:.2}% of one core; memory {:.1} KiB per range",
+        "idle: {idle_ranges} ranges ({hibernating} hibernating, {pollers} raft loops) made by {} splits in {split_secs:.1} s; CPU over {idle_secs} s: {:.2}% of one core; memory {:.1} KiB per range",
         idle_ranges - 1,
         cpu / idle_secs as f64 * 100.0,
         rss_after.saturating_sub(rss_before) as f64 / idle_ranges as f64 / 1024.0
