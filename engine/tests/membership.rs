@@ -61,8 +61,12 @@ fn a_replica_moves_under_writes_and_restarts_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         // A short log: the new replica must be caught up by a snapshot.
-        let mut cluster =
-            Cluster::start_with(4, dir.path(), TICK, |c| c.log_compact_entries = 30).unwrap();
+        // Two raft loops per node (the other membership tests run one).
+        let mut cluster = Cluster::start_with(4, dir.path(), TICK, |c| {
+            c.log_compact_entries = 30;
+            c.pollers = 2;
+        })
+        .unwrap();
         for i in 0..200 {
             cluster
                 .put(format!("pre{i:04}"), format!("v{i}"))
