@@ -1,6 +1,7 @@
 //! [`Engine`]: the embedding API. An async handle to a node whose raft
-//! loop runs on its own thread; every call is a message to that loop and a
-//! reply on a oneshot channel, bounded by the request timeout.
+//! loops run on threads of their own; every call is a message to the loop
+//! that owns the range it concerns and a reply on a oneshot channel,
+//! bounded by the request timeout.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,6 @@
-//! The node's raft loop: one thread that owns every local range, takes
-//! requests from a bounded mailbox, and runs the batched cycle of
+//! A raft loop: one thread that owns its share of the node's ranges (a
+//! node runs `pollers` of them, see `shards`), takes requests from a
+//! bounded mailbox, and runs the batched cycle of
 //! DESIGN.md: all ready groups' entries and hard states in ONE WAL write
 //! (one fsync), then all their committed entries in ONE state store batch,
 //! then the callers' replies.
