@@ -424,6 +424,8 @@ impl Engine {
         for stats in &answers {
             total.absorb(stats);
         }
+        // Exact even while a range moves between loops (the sum is not).
+        total.ranges = self.applied.read().len() as u64;
         Ok(total)
     }
 

@@ -187,6 +187,35 @@ fn merges_across_raft_loops_under_writes_lose_nothing() {
     });
 }
 
+/// A split's new range usually starts in another loop than its parent:
+/// it must be there, writable, readable and listed the moment the split
+/// returns.
+#[test]
+fn a_new_range_is_usable_the_moment_its_split_returns() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let engine = Engine::open(config(dir.path(), 4)).unwrap();
+        for i in 1..=60 {
+            let at = key(i * 10);
+            let new_range = engine.split(at.clone()).await.unwrap();
+            engine.put(at.clone(), format!("v{i}")).await.unwrap();
+            let got = engine.get(at.clone()).await.unwrap();
+            assert_eq!(got, Some(Bytes::from(format!("v{i}"))), "{at}");
+            let ranges = engine.ranges().await.unwrap();
+            assert_eq!(ranges.len(), i + 1, "after split {i}");
+            assert!(ranges.iter().any(|r| r.descriptor.id == new_range));
+            assert_eq!(engine.stats().await.unwrap().ranges, i as u64 + 1);
+        }
+        let all = engine
+            .scan(Bytes::new()..Bytes::new(), 1_000)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 60);
+        engine.close().await.unwrap();
+    });
+}
+
 #[test]
 fn impossible_poller_counts_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
