@@ -22,6 +22,9 @@ use crate::peer::Outcome;
 use crate::stats::NodeStats;
 use flotilla_router::transport::Transport;
 
+/// Tries of a scan that a concurrent split or merge keeps failing.
+const SCAN_ATTEMPTS_MAX: usize = 5;
+
 /// A Flotilla node embedded in this process.
 ///
 /// ```
@@ -306,15 +309,23 @@ impl Engine {
         limit: usize,
         consistency: Consistency,
     ) -> Result<Vec<(Bytes, Bytes)>, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Request::Scan {
-            start: range.start,
-            end: range.end,
-            limit,
-            consistency,
-            reply,
-        })?;
-        self.wait(rx).await
+        // A merge or split of a range the scan listed, between the listing
+        // and its read, fails the attempt; a read is safe to repeat.
+        let mut attempts = 0;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.submit(Request::Scan {
+                start: range.start.clone(),
+                end: range.end.clone(),
+                limit,
+                consistency,
+                reply,
+            })?;
+            match self.wait(rx).await {
+                Err(Error::EpochMismatch { .. }) if attempts < SCAN_ATTEMPTS_MAX => attempts += 1,
+                result => return result,
+            }
+        }
     }
 
     /// Split the range holding `key` at `key` (metadata only: no data is

@@ -1,8 +1,9 @@
 //! Several raft loops ("pollers") on one node: ranges spread over the
 //! loops, writes, reads and scans reach every range wherever it lives,
 //! merges pull a source over to its target's loop under concurrent writes
-//! without losing an acknowledged write, and a data directory reopens with
-//! any number of loops.
+//! without losing an acknowledged write, a data directory reopens with any
+//! number of loops, and seeded random splits and merges under writes agree
+//! with a model.
 
 mod common;
 
@@ -227,4 +228,145 @@ fn impossible_poller_counts_are_refused_by_name() {
         let text = err.to_string();
         assert!(text.contains("pollers"), "{text}");
     }
+}
+
+/// A small seeded generator (xorshift64*): the tests need no `rand`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `FLOTILLA_POLLERS_SEEDS` seeds (default 3): writers put and delete
+/// their own keys while an admin task splits and merges at random over 1
+/// to 4 raft loops; every acknowledged state must be what a model says,
+/// before and after a reopen with another loop count.
+#[test]
+fn random_splits_and_merges_under_writes_agree_with_a_model() {
+    let seeds: u64 = std::env::var("FLOTILLA_POLLERS_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for seed in 1..=seeds {
+        random_run(seed);
+    }
+}
+
+fn random_run(seed: u64) {
+    let pollers = 1 + (seed % 4) as usize;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let engine = Arc::new(Engine::open(config(dir.path(), pollers)).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4u64)
+            .map(|w| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let mut rng = Rng(seed * 1_000 + w + 1);
+                    let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
+                    for n in 0..300u64 {
+                        let k = format!("k{:03}-w{w}", rng.below(200));
+                        let delete = rng.below(5) == 0;
+                        // Retried until it succeeds: the model then holds
+                        // exactly what the engine must.
+                        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                        loop {
+                            let result = if delete {
+                                engine.delete(k.clone()).await
+                            } else {
+                                engine.put(k.clone(), format!("{seed}-{w}-{n}")).await
+                            };
+                            match result {
+                                Ok(()) => break,
+                                Err(Error::Busy(_) | Error::EpochMismatch { .. }) => {
+                                    assert!(std::time::Instant::now() < deadline, "seed {seed}: {k}");
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                }
+                                Err(e) => panic!("seed {seed}: write {k}: {e}"),
+                            }
+                        }
+                        model.insert(k, (!delete).then(|| format!("{seed}-{w}-{n}")));
+                    }
+                    model
+                })
+            })
+            .collect();
+        let admin = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng(seed * 7_919);
+                let (mut splits, mut merges) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let ranges = engine.ranges().await.expect("ranges");
+                    if rng.below(2) == 0 || ranges.len() < 2 {
+                        let at = format!("k{:03}", rng.below(200));
+                        if engine.split(at).await.is_ok() {
+                            splits += 1;
+                        }
+                    } else {
+                        let i = rng.below(ranges.len() as u64 - 1) as usize;
+                        let (l, r) = (ranges[i].descriptor.id, ranges[i + 1].descriptor.id);
+                        match engine.merge(l, r).await {
+                            Ok(()) => merges += 1,
+                            Err(Error::Busy(_) | Error::AdminRefused(_) | Error::EpochMismatch { .. }) => {}
+                            Err(e) => panic!("seed {seed}: merge {l} {r}: {e}"),
+                        }
+                    }
+                    // Scans see every range, wherever it lives, in order.
+                    let all = engine
+                        .scan(Bytes::new()..Bytes::new(), 100_000)
+                        .await
+                        .expect("scan");
+                    assert!(all.windows(2).all(|p| p[0].0 < p[1].0), "seed {seed}");
+                }
+                (splits, merges)
+            })
+        };
+        let mut model = BTreeMap::new();
+        for w in writers {
+            model.extend(w.await.unwrap());
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (splits, merges) = admin.await.unwrap();
+        assert!(splits > 0, "seed {seed}: no split");
+        let expected: Vec<(Bytes, Bytes)> = model
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (Bytes::from(k.clone()), Bytes::from(v.clone()))))
+            .collect();
+        let check = |engine: Arc<Engine>, label: &'static str| {
+            let expected = expected.clone();
+            let model = model.clone();
+            async move {
+                for (k, v) in &model {
+                    let got = engine.get(k.clone()).await.unwrap();
+                    assert_eq!(got.as_deref(), v.as_deref().map(str::as_bytes), "seed {seed} {label}: {k}");
+                }
+                let all = engine
+                    .scan(Bytes::new()..Bytes::new(), 100_000)
+                    .await
+                    .unwrap();
+                assert_eq!(all, expected, "seed {seed} {label}: full scan");
+            }
+        };
+        check(engine.clone(), "live").await;
+        let ranges_before = engine.ranges().await.unwrap().len();
+        engine.close().await.unwrap();
+        drop(engine);
+        let reopened = Arc::new(Engine::open(config(dir.path(), 5 - pollers)).unwrap());
+        assert_eq!(reopened.ranges().await.unwrap().len(), ranges_before, "seed {seed}");
+        check(reopened.clone(), "reopened").await;
+        reopened.close().await.unwrap();
+        eprintln!("seed {seed}: {pollers} loops, {splits} splits, {merges} merges, {ranges_before} ranges at the end");
+    });
 }

@@ -347,6 +347,12 @@ impl Node {
                 );
                 if self.shards.placement.shard_of(right_id) == self.shard {
                     self.auto.split_applied(left.id, right_id);
+                    // On the node before the map routes to it (see
+                    // `hand_split_children`); `start_peer` sets the index.
+                    self.applied_shared
+                        .write()
+                        .entry(right_id)
+                        .or_insert(BOOTSTRAP_INDEX);
                     let right_desc = right.desc.clone();
                     if let Err(e) = self.router.write().map_mut().apply_split(left, right_desc) {
                         tracing::error!(error = %e, "range map refused a split that applied");
@@ -374,6 +380,16 @@ impl Node {
                 self.merge_refused(source);
             }
             Effect::Merged { target, source } => {
+                // The map first: another loop must never find a range in
+                // it that is no longer on the node (see `on_node`).
+                let result = self
+                    .router
+                    .write()
+                    .map_mut()
+                    .apply_merge(target.clone(), source);
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "range map refused a merge that applied");
+                }
                 self.drop_absorbed(source, &target)?;
                 if let Some(peer) = self.peers.get_mut(&target.id) {
                     peer.meta.desc = target.clone();
@@ -384,9 +400,6 @@ impl Node {
                     version = target.epoch.version,
                     "merge applied"
                 );
-                if let Err(e) = self.router.write().map_mut().apply_merge(target, source) {
-                    tracing::error!(error = %e, "range map refused a merge that applied");
-                }
                 self.stats.merges += 1;
             }
             Effect::Unfrozen { source } => {

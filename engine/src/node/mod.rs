@@ -485,6 +485,9 @@ impl Node {
             // without waiting for a timeout.
             let _ = group.campaign();
         }
+        // On the node before it is in the map: a loop that finds a range in
+        // the map also finds it here (`on_node`).
+        self.applied_shared.write().insert(range_id, applied.0);
         // A split's new range is in the map already (its parent's loop put
         // it there; it may not have yet, and then must be the one to).
         if !fresh {
@@ -496,7 +499,6 @@ impl Node {
                     .map_err(|e| Error::Storage(format!("range map: {e}")))?;
             }
         }
-        self.applied_shared.write().insert(range_id, applied.0);
         self.shards.placement.set(range_id, self.shard);
         self.peers.insert(
             range_id,

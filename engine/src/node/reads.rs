@@ -101,7 +101,22 @@ impl Node {
             return;
         }
         let Some(peer) = self.peers.get_mut(&range_id) else {
-            self.read_failed(waiter, Error::RangeNotFound(range_id.to_string()));
+            let error = match &waiter {
+                // The scan listed this range, which a merge has since
+                // absorbed: its keys are now another range's.
+                ReadWaiter::Scan { job } => Error::EpochMismatch {
+                    range_id,
+                    current: self
+                        .router
+                        .read()
+                        .map()
+                        .overlapping(&job.start, &job.end)
+                        .cloned()
+                        .collect(),
+                },
+                ReadWaiter::Get { .. } => Error::RangeNotFound(range_id.to_string()),
+            };
+            self.read_failed(waiter, error);
             return;
         };
         if consistency == Consistency::Stale {

@@ -81,11 +81,12 @@ impl Node {
                 absorbed = other,
                 "snapshot covers a local range: retiring it"
             );
+            // The map first: no loop may find it there once it is gone.
+            self.router.write().map_mut().remove(other);
             self.drop_absorbed(other, desc)?;
             let mut batch = self.store.apply_batch();
             batch.retire_range(other);
             batch.commit()?;
-            self.router.write().map_mut().remove(other);
             self.stats.merges += 1;
         }
         Ok(())
