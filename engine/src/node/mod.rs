@@ -929,6 +929,11 @@ impl Node {
         self.check_orphaned_merges(now);
         let parked = !self.parked.is_empty();
         self.retry_parked(true);
+        if !self.pulling.is_empty() {
+            // Asks for ranges that never came (gone from the node).
+            self.pulling
+                .retain(|_, at| now.duration_since(*at) < shards::PULL_FORGET);
+        }
         let auto_split = self.check_auto_split(now);
         // The time half of the compaction policy, checked about once a
         // minute of ticks for every range (busy ranges are also checked

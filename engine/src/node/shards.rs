@@ -202,6 +202,9 @@ pub(super) struct Parked {
 /// How often a pull is asked for again while it has not arrived.
 const PULL_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// When a pull that never arrived (its range left the node) is forgotten.
+pub(super) const PULL_FORGET: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Request {
     /// Answer with `error` (requests whose reply carries no error are
     /// dropped: their caller sees the loop gone).
