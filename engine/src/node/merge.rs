@@ -56,18 +56,7 @@ impl Node {
                 .peers
                 .get(&right)
                 .ok_or_else(|| Error::RangeNotFound(right.to_string()))?;
-            if l.meta.desc.end != r.meta.desc.start || l.meta.desc.end.is_empty() {
-                return Err(Error::AdminRefused(format!(
-                    "ranges {left} and {right} are not adjacent (left must end where right starts)"
-                )));
-            }
-            if replica_nodes(&l.meta.desc) != replica_nodes(&r.meta.desc) {
-                return Err(Error::AdminRefused(format!(
-                    "ranges {left} and {right} have different replica sets ({:?} vs {:?}); move replicas first",
-                    replica_nodes(&l.meta.desc),
-                    replica_nodes(&r.meta.desc)
-                )));
-            }
+            mergeable(&l.meta.desc, &r.meta.desc)?;
             if !l.group.is_leader() {
                 return Err(l.not_leader());
             }
@@ -127,8 +116,8 @@ impl Node {
         }
     }
 
-    /// What a merge needs of the two descriptors (the range map's copies:
-    /// the right range may be in another loop).
+    /// What a merge needs of the two descriptors, checked on the range
+    /// map's copies: the right range may be in another loop.
     fn precheck_merge(&self, left: RangeId, right: RangeId) -> Result<(), Error> {
         let router = self.router.read();
         let l = router
@@ -139,19 +128,7 @@ impl Node {
             .map()
             .get(right)
             .ok_or_else(|| Error::RangeNotFound(right.to_string()))?;
-        if l.end != r.start || l.end.is_empty() {
-            return Err(Error::AdminRefused(format!(
-                "ranges {left} and {right} are not adjacent (left must end where right starts)"
-            )));
-        }
-        if replica_nodes(l) != replica_nodes(r) {
-            return Err(Error::AdminRefused(format!(
-                "ranges {left} and {right} have different replica sets ({:?} vs {:?}); move replicas first",
-                replica_nodes(l),
-                replica_nodes(r)
-            )));
-        }
-        Ok(())
+        mergeable(l, r)
     }
 
     /// The source froze at (`index`, `term`): every node notes when, for
@@ -379,6 +356,25 @@ impl Node {
             }
         }
     }
+}
+
+/// Whether `l` and `r` may merge as far as their descriptors tell:
+/// adjacent, on the same nodes.
+fn mergeable(l: &RangeDescriptor, r: &RangeDescriptor) -> Result<(), Error> {
+    let (left, right) = (l.id, r.id);
+    if l.end != r.start || l.end.is_empty() {
+        return Err(Error::AdminRefused(format!(
+            "ranges {left} and {right} are not adjacent (left must end where right starts)"
+        )));
+    }
+    if replica_nodes(l) != replica_nodes(r) {
+        return Err(Error::AdminRefused(format!(
+            "ranges {left} and {right} have different replica sets ({:?} vs {:?}); move replicas first",
+            replica_nodes(l),
+            replica_nodes(r)
+        )));
+    }
+    Ok(())
 }
 
 /// The nodes holding a range's replicas, sorted.
