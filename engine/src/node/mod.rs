@@ -453,18 +453,18 @@ impl Node {
     fn step_messages(&mut self, from: NodeId, messages: Vec<RaftEnvelope>) {
         let mut elsewhere: Vec<(usize, RaftEnvelope)> = Vec::new();
         for envelope in messages {
-            if let Some(owner) = self.owner_elsewhere(envelope.range_id) {
-                elsewhere.push((owner, envelope));
-                continue;
-            }
-            if self.shards.count() > 1
-                && !self.peers.contains_key(&envelope.range_id)
-                && self.on_node(envelope.range_id)
-            {
+            match self.whereabouts(envelope.range_id) {
+                Whereabouts::Here => {}
+                Whereabouts::Elsewhere(owner) => {
+                    elsewhere.push((owner, envelope));
+                    continue;
+                }
                 // On its way to this loop: Raft sends it again; a vote
                 // request is kept, as for a range not started yet.
-                self.keep_early_vote(from, envelope);
-                continue;
+                Whereabouts::Arriving(_) => {
+                    self.keep_early_vote(from, envelope);
+                    continue;
+                }
             }
             let Some(peer) = self.peers.get_mut(&envelope.range_id) else {
                 // Unknown here: a range whose split this node has not

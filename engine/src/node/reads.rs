@@ -63,11 +63,10 @@ impl Node {
                 consistency,
                 job: job.clone(),
             };
-            match self.owner_elsewhere(range_id) {
-                Some(owner) => self.forward(owner, part),
-                // On its way to this loop.
-                None if !self.peers.contains_key(&range_id) => self.park(vec![range_id], part),
-                None => self.start_read(range_id, consistency, waiter),
+            match self.whereabouts(range_id) {
+                Whereabouts::Elsewhere(owner) => self.forward(owner, part),
+                Whereabouts::Arriving(_) => self.park(vec![range_id], part),
+                Whereabouts::Here => self.start_read(range_id, consistency, waiter),
             }
         }
         self.scan_part_done(&job);

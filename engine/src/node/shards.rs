@@ -274,13 +274,20 @@ impl Node {
             Msg::SnapshotSent { range_id, .. } | Msg::ScanPart { range_id, .. } => Some(*range_id),
             _ => None,
         };
-        let Some(range_id) = range_id else {
-            return Whereabouts::Here;
-        };
+        match range_id {
+            Some(range_id) => self.whereabouts(range_id),
+            None => Whereabouts::Here,
+        }
+    }
+
+    /// Where a range lives, seen from this loop. `Here` also for a range
+    /// not on the node: this loop then answers for it.
+    pub(super) fn whereabouts(&self, range_id: RangeId) -> Whereabouts {
         if let Some(owner) = self.owner_elsewhere(range_id) {
             return Whereabouts::Elsewhere(owner);
         }
-        if !self.peers.contains_key(&range_id) && self.on_node(range_id) {
+        if self.shards.count() > 1 && !self.peers.contains_key(&range_id) && self.on_node(range_id)
+        {
             return Whereabouts::Arriving(range_id);
         }
         Whereabouts::Here
