@@ -6,6 +6,10 @@
 //! with a model.
 
 mod common;
+/// The chaos harness's seeded generator (the tests need no `rand`).
+#[path = "chaos/rng.rs"]
+#[allow(dead_code)] // this test draws numbers, it shuffles nothing
+mod rng;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::runtime;
 use flotilla::{Consistency, Engine, EngineConfig, Error};
+use rng::Rng;
 
 fn config(dir: &std::path::Path, pollers: usize) -> EngineConfig {
     EngineConfig::builder(dir)
@@ -230,22 +235,6 @@ fn impossible_poller_counts_are_refused_by_name() {
     }
 }
 
-/// A small seeded generator (xorshift64*): the tests need no `rand`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// `FLOTILLA_POLLERS_SEEDS` seeds (default 3): writers put and delete
 /// their own keys while an admin task splits and merges at random over 1
 /// to 4 raft loops; every acknowledged state must be what a model says,
@@ -272,7 +261,7 @@ fn random_run(seed: u64) {
             .map(|w| {
                 let engine = engine.clone();
                 tokio::spawn(async move {
-                    let mut rng = Rng(seed * 1_000 + w + 1);
+                    let mut rng = Rng::new(seed * 1_000 + w + 1);
                     let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
                     for n in 0..300u64 {
                         let k = format!("k{:03}-w{w}", rng.below(200));
@@ -305,7 +294,7 @@ fn random_run(seed: u64) {
             let engine = engine.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let mut rng = Rng(seed * 7_919);
+                let mut rng = Rng::new(seed * 7_919);
                 let (mut splits, mut merges) = (0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
                     let ranges = engine.ranges().await.expect("ranges");
