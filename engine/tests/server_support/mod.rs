@@ -18,21 +18,23 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
 /// node cannot grab it between the check and the server's bind; checked
 /// free by binding it, and never handed out twice by this process.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + (std::process::id() % 1_000) as u16 * 12,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let port = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(port < 32_000, "no free port below the ephemeral range");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_000;
+    // Each process starts at its own place (by pid) and wraps around, so
+    // a pid near the top of the window still finds the whole range.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % 1_000 * 12;
+    let mut last_error = None;
+    for _ in LOW..HIGH {
+        let offset = (start + NEXT.fetch_add(1, Ordering::SeqCst)) % (HIGH - LOW);
+        let port = (LOW + offset) as u16;
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(_) => return port,
+            Err(err) => last_error = Some(err),
         }
     }
+    panic!("no free port in {LOW}..{HIGH}: {last_error:?}");
 }
 
 /// Poll `condition` until it holds or `timeout` passes.
