@@ -10,10 +10,21 @@
 //! same disk, same run; each cell's time is cut into slices that alternate
 //! between the engines, so a slow spell of the machine hits both.
 //!
+//! Both run at their defaults apart from the shared settings (4 KiB
+//! compression threshold, 128 MiB files). Ours then zero-fills ahead of
+//! its appends (`WalConfig::zero_fill_ahead_bytes`), so its fsyncs need no
+//! journal commit; raft-engine's counterpart, `prefill-for-recycle`, is
+//! off by default and only applies from its second file on (the first is
+//! always a fresh, fallocated one).
+//!
 //! ```text
-//! cargo run --release -p flotilla-bench --bin wal_bench             # 10 s per cell
-//! WAL_BENCH_SHORT=1 cargo run --release -p flotilla-bench --bin wal_bench  # 2 s per cell
+//! make bench-wal                                # every cell, 10 s per engine per cell
+//! WAL_BENCH_SHORT=1 ...                         # 2 s per cell
 //! WAL_BENCH_DIR=/path WAL_BENCH_SECS=5 ...
+//! WAL_BENCH_CELL=10000x256 ...                  # one cell
+//! WAL_BENCH_ONLY=flotilla|raft-engine ...       # one engine (for perf)
+//! WAL_BENCH_ZERO_FILL_AHEAD=0 ...               # our zero-fill off
+//! WAL_BENCH_RE_PREFILL=1 ...                    # raft-engine prefills 512 MiB to recycle
 //! ```
 
 use std::fs::OpenOptions;
@@ -56,7 +67,7 @@ impl Appender for FlotillaWal {
         batch
             .append(group, &[Entry::new(1, index, data.to_vec())])
             .expect("contiguous");
-        self.0.write(&batch, true).expect("wal write");
+        self.0.write_owned(batch, true).expect("wal write");
     }
 
     fn fsync_stats(&self) -> Option<(u64, u64, u64)> {
@@ -320,22 +331,40 @@ fn main() {
                 continue;
             }
             let wal_dir = tempfile::tempdir_in(&base).expect("tempdir");
-            let wal = Wal::open(wal_dir.path(), WalConfig::default()).expect("open wal");
+            let mut wal_config = WalConfig::default();
+            if let Some(bytes) = std::env::var("WAL_BENCH_ZERO_FILL_AHEAD")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                wal_config.zero_fill_ahead_bytes = bytes;
+            }
+            let re_prefill = std::env::var("WAL_BENCH_RE_PREFILL").is_ok();
+            let wal = Wal::open(wal_dir.path(), wal_config).expect("open wal");
             let re_dir = tempfile::tempdir_in(&base).expect("tempdir");
             let config = raft_engine::Config {
                 dir: re_dir.path().to_str().expect("utf-8 path").to_owned(),
                 // Same settings as ours: 4 KiB compression threshold, 128 MiB files.
                 batch_compression_threshold: raft_engine::ReadableSize::kb(4),
                 target_file_size: raft_engine::ReadableSize::mb(128),
+                // Its counterpart of our zero-fill: zeroed files to recycle.
+                prefill_for_recycle: re_prefill,
+                prefill_limit: re_prefill.then(|| raft_engine::ReadableSize::mb(512)),
                 ..raft_engine::Config::default()
             };
             let engine = raft_engine::Engine::open(config).expect("open raft-engine");
+            let wal_handle = wal.clone();
             let (ours, theirs) = run_cell(
                 Arc::new(FlotillaWal(wal)),
                 Arc::new(RaftEngine(engine)),
                 groups,
                 writers,
                 duration,
+            );
+            let stats = wal_handle.stats();
+            eprintln!(
+                "# {groups}x{writers}: ours zero-filled {} MiB ahead of its appends; {} appends found none",
+                stats.zero_filled_bytes >> 20,
+                stats.appends_into_holes
             );
             drop((wal_dir, re_dir));
 

@@ -58,7 +58,7 @@ impl Node {
             // not two (entry, then its commit).
             let sync = self.config.wal_sync && readies.iter().any(|(_, r)| r.must_sync());
             let started = Instant::now();
-            self.wal.write(&wal_batch, sync)?;
+            self.wal.write_owned(wal_batch, sync)?;
             metrics::histogram!("flotilla_wal_write_seconds")
                 .record(started.elapsed().as_secs_f64());
             self.stats.wal_writes += 1;

@@ -13,8 +13,9 @@
 //!   lagging groups forward so that disk use stays bounded.
 //!
 //! Files: `format.rs` (framing), `batch.rs` (batch encoding), `index.rs`
-//! (in-memory index and entry cache), `segment.rs` (files), `writer.rs`
-//! (group commit), `recovery.rs` (open), `purge.rs` (space reclamation).
+//! (in-memory index and entry cache), `segment.rs` (files), `prefill.rs`
+//! (zeros written ahead of the appends), `writer.rs` (group commit),
+//! `recovery.rs` (open), `purge.rs` (space reclamation).
 //!
 //! ```
 //! use flotilla_raftgroup::{Entry, HardState, LogStore};
@@ -40,6 +41,7 @@ mod error;
 mod format;
 mod group;
 mod index;
+mod prefill;
 mod purge;
 mod recovery;
 mod segment;
@@ -69,8 +71,15 @@ pub struct WalConfig {
     /// this (a single larger batch still fits in one segment). 128 MiB.
     pub segment_bytes_target: u64,
     /// Preallocate each segment to its target size when it is created, so
-    /// appends need `fdatasync` only. Default on.
+    /// appends do not change the file size and need `fdatasync` only.
+    /// Default on.
     pub preallocate: bool,
+    /// With `preallocate`, a background thread keeps this many bytes of
+    /// zeros written ahead of the append position, so that appends
+    /// overwrite allocated blocks and a group commit's `fdatasync` needs
+    /// no filesystem journal commit (see `prefill.rs`). Costs a second
+    /// write of each segment byte; 0 turns it off. 4 MiB.
+    pub zero_fill_ahead_bytes: u64,
     /// Batch payloads larger than this are lz4-compressed (kept raw when
     /// that does not shrink them). 4 KiB.
     pub compress_threshold_bytes: usize,
@@ -84,6 +93,8 @@ pub struct WalConfig {
     /// over. 16 MiB.
     pub group_commit_bytes_max: u64,
     /// Total bytes of recent entries cached across all groups. 64 MiB.
+    /// Each group commit's leader evicts down to it after releasing the
+    /// next group commit, so it may be exceeded by one group commit.
     pub cache_bytes_max: u64,
     /// [`Wal::purge`] keeps this many newest sealed segments untouched;
     /// groups pinning anything older are rewritten forward (or reported).
@@ -104,6 +115,7 @@ impl Default for WalConfig {
         WalConfig {
             segment_bytes_target: 128 << 20,
             preallocate: true,
+            zero_fill_ahead_bytes: 4 << 20,
             compress_threshold_bytes: 4 << 10,
             batch_bytes_max: 32 << 20,
             record_bytes_max: 256 << 20,
@@ -163,6 +175,12 @@ pub struct WalStats {
     pub batches_synced: u64,
     /// Most batches one fsync covered.
     pub batches_per_fsync_max: u64,
+    /// Zeros written ahead of the appends (`WalConfig::zero_fill_ahead_bytes`).
+    pub zero_filled_bytes: u64,
+    /// Group-commit writes that found no zeros ahead and so allocated
+    /// blocks (a few after each new segment; many means the zero-fill
+    /// thread cannot keep up).
+    pub appends_into_holes: u64,
     /// Record bytes written (checkpoints excluded).
     pub bytes_written: u64,
     /// Segment files on disk.
@@ -214,6 +232,8 @@ pub(crate) struct Shared {
     files: RwLock<BTreeMap<u64, Arc<File>>>,
     writer: Mutex<WriterState>,
     group_commit: GroupCommit,
+    /// The zero-fill thread, if on.
+    prefill: Option<prefill::Prefill>,
     stats: Counters,
     recovery: RecoveryStats,
 }
@@ -257,16 +277,22 @@ impl Wal {
         let files = RwLock::new(recovered.files);
         let active =
             writer::new_segment(&dir, &config, recovered.next_seq, &recovered.state, &files)?;
+        let prefill = if config.preallocate && config.zero_fill_ahead_bytes > 0 {
+            let prefill = prefill::Prefill::start(config.zero_fill_ahead_bytes)
+                .map_err(|e| WalError::io("starting the wal zero-fill thread", &dir, e))?;
+            prefill.retarget(Some(active.file.clone()), active.written, active.allocated);
+            Some(prefill)
+        } else {
+            None
+        };
         let shared = Shared {
             dir: dir.clone(),
             config,
             state: RwLock::new(recovered.state),
             files,
-            writer: Mutex::new(WriterState {
-                active,
-                poisoned: None,
-            }),
+            writer: Mutex::new(WriterState::new(active)),
             group_commit: GroupCommit::new(),
+            prefill,
             stats: Counters::default(),
             recovery: recovered.stats,
         };
@@ -282,6 +308,13 @@ impl Wal {
     /// ([`WalError::InvalidBatch`]: gap, append at or below the compaction
     /// point, compaction beyond the last index) or is too large.
     pub fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
+        self.shared.write(batch.clone(), sync)
+    }
+
+    /// [`Wal::write`] for a batch the caller is done with: the WAL keeps it
+    /// until the write is done instead of copying its operations and
+    /// entries first.
+    pub fn write_owned(&self, batch: WriteBatch, sync: bool) -> Result<()> {
         self.shared.write(batch, sync)
     }
 
@@ -354,6 +387,8 @@ impl Wal {
                 live,
             )
         };
+        let (zero_filled_bytes, appends_into_holes) =
+            shared.prefill.as_ref().map_or((0, 0), |p| p.counters());
         let (active_seq, active_written) = {
             let writer = shared.writer.lock();
             (writer.active.seq, writer.active.written)
@@ -379,6 +414,8 @@ impl Wal {
             batches_written: shared.stats.batches_written.load(Ordering::Relaxed),
             batches_synced: shared.stats.batches_synced.load(Ordering::Relaxed),
             batches_per_fsync_max: shared.stats.batches_per_fsync_max.load(Ordering::Relaxed),
+            zero_filled_bytes,
+            appends_into_holes,
             bytes_written: shared.stats.bytes_written.load(Ordering::Relaxed),
             segments: files.len(),
             disk_bytes,
@@ -388,6 +425,15 @@ impl Wal {
             cache_bytes,
             live_bytes_estimate,
             recovery: shared.recovery.clone(),
+        }
+    }
+
+    /// Blocks until the zero-fill thread has filled its window ahead of
+    /// the append position (at once if zero-filling is off). For tests.
+    #[doc(hidden)]
+    pub fn wait_zero_filled(&self) {
+        if let Some(prefill) = &self.shared.prefill {
+            prefill.wait_filled();
         }
     }
 

@@ -110,8 +110,7 @@ impl Shared {
                 continue;
             }
             if batch.size_bytes() + bytes + 64 > self.config.batch_bytes_max {
-                self.commit_rewrite(&mut writer, &batch)?;
-                batch.clear();
+                self.commit_rewrite(&mut writer, std::mem::take(&mut batch))?;
             }
             batch.append(group, &entries)?;
             report.groups_rewritten += 1;
@@ -119,7 +118,7 @@ impl Shared {
             report.bytes_rewritten += bytes;
         }
         if !batch.is_empty() {
-            self.commit_rewrite(&mut writer, &batch)?;
+            self.commit_rewrite(&mut writer, batch)?;
         }
         // Everything below the oldest segment still holding a live entry
         // can go (the active segment always stays).
@@ -165,11 +164,11 @@ impl Shared {
     fn commit_rewrite(
         &self,
         writer: &mut parking_lot::MutexGuard<'_, super::writer::WriterState>,
-        batch: &WriteBatch,
+        batch: WriteBatch,
     ) -> Result<()> {
         // Synced: the old copies are deleted right after.
-        let pending = self.prepare(batch, true, false)?;
-        self.commit_locked(writer, std::slice::from_ref(&pending))
+        let mut pending = self.prepare(batch, true, false)?;
+        self.commit_locked(writer, std::slice::from_mut(&mut pending))
             .into_iter()
             .next()
             .unwrap_or(Ok(()))

@@ -3,9 +3,11 @@
 //! A segment is preallocated to its target size with `File::set_len` when
 //! it is created (one metadata commit per segment, not per append), and the
 //! written extent is tracked in memory: appends inside the allocated size
-//! only need `fdatasync`. When a segment is sealed (a newer one becomes
-//! active) it is cut to its written length, so only the last segment ever
-//! has a zero-filled tail.
+//! only need `fdatasync`. `set_len` leaves a hole, though: the zero-fill
+//! thread (`prefill.rs`) writes zeros ahead of the appends so their sync
+//! need not allocate blocks either. When a segment is sealed (a newer one
+//! becomes active) it is cut to its written length, so only the last
+//! segment ever has a zero-filled tail.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -10,7 +10,7 @@
 //! switches per fsync). Encoding, compression and the payload CRC are done
 //! by each writer before it queues, in parallel.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use flotilla_raftgroup::Index;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use rustc_hash::FxHashMap;
 
 use super::batch::{encode, Op, WriteBatch};
 use super::error::{Result, WalError};
@@ -25,6 +26,9 @@ use super::format::{PreparedPayload, RecordKind};
 use super::index::{MemState, RecordLocation};
 use super::segment::{sync_dir, ActiveSegment};
 use super::{Shared, WalConfig};
+
+/// A commit's frame buffer is kept for the next one up to this size.
+const FRAMES_KEEP_BYTES: usize = 4 << 20;
 
 /// A batch waiting for the group commit.
 pub(crate) struct Pending {
@@ -43,8 +47,11 @@ pub(crate) struct Pending {
 enum Signal {
     Waiting,
     /// Its batch was committed (or refused); it must wake these writers,
-    /// whose results are already posted, before it returns.
-    Done(Result<()>, [Option<Arc<Slot>>; 2]),
+    /// whose results are already posted, before it returns. The batch
+    /// comes back so that its writer frees it, in parallel and in the
+    /// allocator arena it came from, rather than the leader between two
+    /// group commits.
+    Done(Result<()>, [Option<Arc<Slot>>; 2], Option<Pending>),
     /// Its batch is still queued and no leader is active: lead the next
     /// group commit.
     Lead,
@@ -102,6 +109,25 @@ pub(crate) struct Queue {
 pub(crate) struct WriterState {
     pub active: ActiveSegment,
     pub poisoned: Option<String>,
+    /// Buffers reused by every group commit (no allocation per commit).
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct Scratch {
+    frames: Vec<u8>,
+    overlay: FxHashMap<u64, Bounds>,
+    undo: Vec<(u64, Option<Bounds>)>,
+}
+
+impl WriterState {
+    pub fn new(active: ActiveSegment) -> Self {
+        WriterState {
+            active,
+            poisoned: None,
+            scratch: Scratch::default(),
+        }
+    }
 }
 
 pub(crate) struct GroupCommit {
@@ -118,7 +144,7 @@ impl GroupCommit {
 
 impl Shared {
     /// Encodes a batch outside of any lock.
-    pub(crate) fn prepare(&self, batch: &WriteBatch, sync: bool, cache: bool) -> Result<Pending> {
+    pub(crate) fn prepare(&self, batch: WriteBatch, sync: bool, cache: bool) -> Result<Pending> {
         let max = self.config.batch_bytes_max;
         if batch.size_bytes() > max {
             return Err(WalError::BatchTooLarge {
@@ -126,7 +152,7 @@ impl Shared {
                 max,
             });
         }
-        let (raw, op_offsets) = encode(batch);
+        let (raw, op_offsets) = encode(&batch);
         if raw.len() as u64 > max {
             return Err(WalError::BatchTooLarge {
                 bytes: raw.len() as u64,
@@ -134,7 +160,7 @@ impl Shared {
             });
         }
         Ok(Pending {
-            batch: batch.clone(),
+            batch,
             prepared: PreparedPayload::new(raw, self.config.compress_threshold_bytes),
             op_offsets,
             sync,
@@ -143,7 +169,7 @@ impl Shared {
         })
     }
 
-    pub(crate) fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
+    pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
         if batch.is_empty() && !sync {
             return Ok(());
         }
@@ -158,8 +184,9 @@ impl Shared {
             if queue.leader_active {
                 drop(queue);
                 match slot.wait() {
-                    Signal::Done(result, wake) => {
+                    Signal::Done(result, wake, pending) => {
                         wake.iter().flatten().for_each(|next| next.wake());
+                        drop(pending);
                         return result;
                     }
                     Signal::Lead | Signal::Waiting => {}
@@ -183,20 +210,20 @@ impl Shared {
     fn lead(&self, own: &Arc<Slot>) -> Result<()> {
         let commit = &self.group_commit;
         loop {
-            let group = take_group(
+            let mut group = take_group(
                 &mut commit.queue.lock().pending,
                 self.config.group_commit_bytes_max,
             );
             let results = {
                 let mut writer = self.writer.lock();
-                self.commit_locked(&mut writer, &group)
+                self.commit_locked(&mut writer, &mut group)
             };
             let mut own_result = None;
-            let mut done: Vec<(Arc<Slot>, Result<()>)> = Vec::with_capacity(group.len());
-            for (pending, result) in group.into_iter().zip(results) {
-                match pending.slot {
+            let mut done: Vec<Done> = Vec::with_capacity(group.len());
+            for (mut pending, result) in group.into_iter().zip(results) {
+                match pending.slot.take() {
                     Some(slot) if Arc::ptr_eq(&slot, own) => own_result = Some(result),
-                    Some(slot) => done.push((slot, result)),
+                    Some(slot) => done.push((slot, result, pending)),
                     None => {}
                 }
             }
@@ -208,6 +235,12 @@ impl Shared {
                 }
             }
             wake_tree(done);
+            // The cache is brought back within its budget only now, off
+            // the path between two group commits: evicting touches cold
+            // groups (cache misses) and frees buffers other threads
+            // allocated. It may exceed the budget by one group commit.
+            let evicted = self.state.write().evict_over_budget();
+            drop(evicted);
             if let Some(result) = own_result {
                 return result;
             }
@@ -216,11 +249,12 @@ impl Shared {
 
     /// Writes a group of batches holding the writer lock: validate each
     /// against the index, frame, write, sync, update the index. Returns
-    /// one result per batch.
+    /// one result per batch. Cached batches give their entries to the
+    /// cache.
     pub(crate) fn commit_locked(
         &self,
         writer: &mut MutexGuard<'_, WriterState>,
-        group: &[Pending],
+        group: &mut [Pending],
     ) -> Vec<Result<()>> {
         if let Some(reason) = &writer.poisoned {
             return group
@@ -231,10 +265,10 @@ impl Shared {
         let mut results: Vec<Result<()>> = Vec::with_capacity(group.len());
         {
             let state = self.state.read();
-            let mut overlay: HashMap<u64, Bounds> = HashMap::with_capacity(group.len());
-            let mut undo = Vec::new();
-            for pending in group {
-                results.push(validate(&pending.batch, &state, &mut overlay, &mut undo));
+            let Scratch { overlay, undo, .. } = &mut writer.scratch;
+            overlay.clear();
+            for pending in group.iter() {
+                results.push(validate(&pending.batch, &state, overlay, undo));
             }
         }
         let sync = group.iter().zip(&results).any(|(p, r)| p.sync && r.is_ok());
@@ -280,24 +314,48 @@ impl Shared {
     fn write_records(
         &self,
         writer: &mut MutexGuard<'_, WriterState>,
-        group: &[Pending],
+        group: &mut [Pending],
         results: &[Result<()>],
         sync: bool,
     ) -> Result<u64> {
         let target = self.config.segment_bytes_target;
-        let mut buf: Vec<u8> = Vec::new();
-        let mut placed: Vec<(usize, RecordLocation)> = Vec::new();
+        let mut buf = std::mem::take(&mut writer.scratch.frames);
+        buf.clear();
+        let mut placed: Vec<(usize, RecordLocation)> = Vec::with_capacity(group.len());
+        let result = self.frame_and_write(writer, group, results, target, &mut buf, &mut placed);
+        // Keep the buffer for the next commit unless one huge batch grew it.
+        if buf.capacity() <= FRAMES_KEEP_BYTES {
+            writer.scratch.frames = buf;
+        }
+        let bytes = result?;
+        if sync {
+            writer.active.sync()?;
+        }
+        Ok(bytes)
+    }
+
+    fn frame_and_write(
+        &self,
+        writer: &mut MutexGuard<'_, WriterState>,
+        group: &mut [Pending],
+        results: &[Result<()>],
+        target: u64,
+        buf: &mut Vec<u8>,
+        placed: &mut Vec<(usize, RecordLocation)>,
+    ) -> Result<u64> {
         let mut bytes = 0u64;
-        for (at, pending) in group.iter().enumerate() {
+        for at in 0..group.len() {
+            let pending = &group[at];
             if results[at].is_err() || pending.batch.is_empty() {
                 continue;
             }
             let len = pending.prepared.framed_len() as u64;
             let offset = writer.active.written + buf.len() as u64;
             if offset + len > target && offset > writer.active.written_floor() {
-                bytes += self.flush(writer, &mut buf, &mut placed, group)?;
+                bytes += self.flush(writer, buf, placed, group)?;
                 self.rotate(writer)?;
             }
+            let pending = &group[at];
             let offset = writer.active.written + buf.len() as u64;
             let location = RecordLocation {
                 file_seq: writer.active.seq as u32,
@@ -305,13 +363,10 @@ impl Shared {
             };
             pending
                 .prepared
-                .frame_into(RecordKind::Batch, writer.active.seq, &mut buf);
+                .frame_into(RecordKind::Batch, writer.active.seq, buf);
             placed.push((at, location));
         }
-        bytes += self.flush(writer, &mut buf, &mut placed, group)?;
-        if sync {
-            writer.active.sync()?;
-        }
+        bytes += self.flush(writer, buf, placed, group)?;
         Ok(bytes)
     }
 
@@ -324,10 +379,14 @@ impl Shared {
         writer: &mut MutexGuard<'_, WriterState>,
         buf: &mut Vec<u8>,
         placed: &mut Vec<(usize, RecordLocation)>,
-        group: &[Pending],
+        group: &mut [Pending],
     ) -> Result<u64> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        if let Some(prefill) = &self.prefill {
+            let from = writer.active.written;
+            prefill.before_append(from, from + buf.len() as u64);
         }
         writer.active.append(buf)?;
         let bytes = buf.len() as u64;
@@ -335,24 +394,27 @@ impl Shared {
         let mut state = self.state.write();
         for (at, location) in placed.drain(..) {
             let pending = &group[at];
+            let cache = pending.cache;
             for (op, &offset) in pending.batch.ops.iter().zip(&pending.op_offsets) {
-                if pending.cache {
-                    state.apply_op(op, offset, location);
-                } else {
-                    state.apply_op_uncached(op, offset, location);
-                }
+                state.apply_written_op(op, offset, location, cache);
             }
         }
-        state.enforce_cache_budget();
         Ok(bytes)
     }
 
     /// Seals the active segment and starts the next one with a checkpoint
     /// of every group's metadata.
     pub(crate) fn rotate(&self, writer: &mut MutexGuard<'_, WriterState>) -> Result<()> {
+        // The zero-fill thread lets go of the segment before it is cut.
+        if let Some(prefill) = &self.prefill {
+            prefill.retarget(None, 0, 0);
+        }
         writer.active.seal()?;
         let seq = writer.active.seq + 1;
         let next = self.create_segment(seq, &self.state.read())?;
+        if let Some(prefill) = &self.prefill {
+            prefill.retarget(Some(next.file.clone()), next.written, next.allocated);
+        }
         writer.active = next;
         Ok(())
     }
@@ -403,14 +465,17 @@ pub(crate) fn new_segment(
     Ok(segment)
 }
 
+/// A finished writer: its slot, its result and its batch.
+type Done = (Arc<Slot>, Result<()>, Pending);
+
 /// Posts every result, then wakes the first writer; writer `i` wakes
 /// writers `2i + 1` and `2i + 2`.
-fn wake_tree(done: Vec<(Arc<Slot>, Result<()>)>) {
-    let slots: Vec<Arc<Slot>> = done.iter().map(|(slot, _)| slot.clone()).collect();
-    for (at, (slot, result)) in done.into_iter().enumerate() {
+fn wake_tree(done: Vec<Done>) {
+    let slots: Vec<Arc<Slot>> = done.iter().map(|(slot, _, _)| slot.clone()).collect();
+    for (at, (slot, result, pending)) in done.into_iter().enumerate() {
         // A fixed pair, not a Vec: no allocation per woken writer.
         let children = [2 * at + 1, 2 * at + 2].map(|child| slots.get(child).cloned());
-        slot.set(Signal::Done(result, children));
+        slot.set(Signal::Done(result, children, Some(pending)));
     }
     if let Some(first) = slots.first() {
         first.wake();
@@ -447,7 +512,7 @@ struct Bounds {
 fn validate(
     batch: &WriteBatch,
     state: &MemState,
-    overlay: &mut HashMap<u64, Bounds>,
+    overlay: &mut FxHashMap<u64, Bounds>,
     undo: &mut Vec<(u64, Option<Bounds>)>,
 ) -> Result<()> {
     undo.clear();
@@ -466,7 +531,7 @@ fn validate(
 fn validate_into(
     batch: &WriteBatch,
     state: &MemState,
-    overlay: &mut HashMap<u64, Bounds>,
+    overlay: &mut FxHashMap<u64, Bounds>,
     undo: &mut Vec<(u64, Option<Bounds>)>,
 ) -> Result<()> {
     for op in &batch.ops {
