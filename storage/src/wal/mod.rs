@@ -280,7 +280,7 @@ impl Wal {
         let prefill = if config.preallocate && config.zero_fill_ahead_bytes > 0 {
             let prefill = prefill::Prefill::start(config.zero_fill_ahead_bytes)
                 .map_err(|e| WalError::io("starting the wal zero-fill thread", &dir, e))?;
-            prefill.retarget(Some(active.file.clone()), active.written, active.allocated);
+            prefill.retarget(Some(&active.path), active.written, active.allocated);
             Some(prefill)
         } else {
             None

@@ -19,9 +19,15 @@
 //! the last record are what a preallocated segment holds anyway, so
 //! recovery reads them as the end of the log. Zero-filling is only an
 //! optimisation: if it fails, appends go on into holes as before.
+//!
+//! The thread opens the segment on its own. Linux reports a writeback
+//! error once per open file: had its `fdatasync` shared the writer's open
+//! file, it could take the error for pages of an appended batch and the
+//! writer's next sync would succeed, acknowledging a lost write.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -83,9 +89,20 @@ impl Prefill {
     }
 
     /// Points the thread at a new active segment whose appends start at
-    /// `appended`, or at none (`file = None`, before the old one is
-    /// sealed). Waits for a step in progress to finish first.
-    pub fn retarget(&self, file: Option<Arc<File>>, appended: u64, end: u64) {
+    /// `appended`, or at none (`path = None`, before the old one is
+    /// sealed). Waits for a step in progress to finish first. If the
+    /// segment cannot be opened, this one is not zero-filled.
+    pub fn retarget(&self, path: Option<&Path>, appended: u64, end: u64) {
+        let file = path.and_then(|path| {
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|err| {
+                    tracing::warn!(path = %path.display(), error = %err, "wal zero-fill cannot open the segment");
+                })
+                .ok()
+                .map(Arc::new)
+        });
         let mut state = self.shared.state.lock();
         while state.claimed.is_some() {
             self.shared.changed.wait(&mut state);

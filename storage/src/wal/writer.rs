@@ -413,7 +413,7 @@ impl Shared {
         let seq = writer.active.seq + 1;
         let next = self.create_segment(seq, &self.state.read())?;
         if let Some(prefill) = &self.prefill {
-            prefill.retarget(Some(next.file.clone()), next.written, next.allocated);
+            prefill.retarget(Some(&next.path), next.written, next.allocated);
         }
         writer.active = next;
         Ok(())
@@ -470,9 +470,14 @@ type Done = (Arc<Slot>, Result<()>, Pending);
 
 /// Posts every result, then wakes the first writer; writer `i` wakes
 /// writers `2i + 1` and `2i + 2`.
+///
+/// Results are posted last writer first: a writer that has not gone to
+/// sleep yet may find its result before the first wake and wake its
+/// children at once, and their results must be there by then (posting in
+/// order left a child's result unwoken, asleep forever).
 fn wake_tree(done: Vec<Done>) {
     let slots: Vec<Arc<Slot>> = done.iter().map(|(slot, _, _)| slot.clone()).collect();
-    for (at, (slot, result, pending)) in done.into_iter().enumerate() {
+    for (at, (slot, result, pending)) in done.into_iter().enumerate().rev() {
         // A fixed pair, not a Vec: no allocation per woken writer.
         let children = [2 * at + 1, 2 * at + 2].map(|child| slots.get(child).cloned());
         slot.set(Signal::Done(result, children, Some(pending)));
