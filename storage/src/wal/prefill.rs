@@ -52,9 +52,6 @@ struct Shared {
 struct State {
     /// The active segment, or `None` while it is being replaced.
     file: Option<Arc<File>>,
-    /// Bumped on every change of segment: a step finishing on an old one
-    /// must not move the new one's marks.
-    generation: u64,
     /// Allocated length: nothing is written at or past it.
     end: u64,
     /// Where the writer's next append goes; nothing below is ever zeroed.
@@ -107,8 +104,9 @@ impl Prefill {
         while state.claimed.is_some() {
             self.shared.changed.wait(&mut state);
         }
+        // No step is in flight (waited above), so none can finish on the
+        // old segment and move the new one's marks.
         state.file = file;
-        state.generation += 1;
         state.appended = appended;
         state.filled = appended;
         state.end = end;
@@ -178,7 +176,7 @@ impl Shared {
     fn run(&self) {
         let zeros = vec![0u8; CHUNK_BYTES as usize];
         loop {
-            let (file, generation, from, to) = {
+            let (file, from, to) = {
                 let mut state = self.state.lock();
                 loop {
                     if state.stop {
@@ -188,7 +186,7 @@ impl Shared {
                         (Some((from, to)), Some(file)) => {
                             let file = file.clone();
                             state.claimed = Some((from, to));
-                            break (file, state.generation, from, to);
+                            break (file, from, to);
                         }
                         _ => self.changed.wait(&mut state),
                     }
@@ -198,17 +196,15 @@ impl Shared {
             {
                 let mut state = self.state.lock();
                 state.claimed = None;
-                if state.generation == generation {
-                    match &written {
-                        Ok(()) => {
-                            state.filled = state.filled.max(to);
-                            state.zeroed_bytes += to - from;
-                            metrics::counter!("flotilla_wal_zero_filled_bytes_total")
-                                .increment(to - from);
-                        }
-                        // Give up on this segment; appends go into holes.
-                        Err(_) => state.filled = state.end,
+                match &written {
+                    Ok(()) => {
+                        state.filled = state.filled.max(to);
+                        state.zeroed_bytes += to - from;
+                        metrics::counter!("flotilla_wal_zero_filled_bytes_total")
+                            .increment(to - from);
                     }
+                    // Give up on this segment; appends go into holes.
+                    Err(_) => state.filled = state.end,
                 }
                 self.changed.notify_all();
             }

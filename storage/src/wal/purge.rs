@@ -167,8 +167,8 @@ impl Shared {
         batch: WriteBatch,
     ) -> Result<()> {
         // Synced: the old copies are deleted right after.
-        let mut pending = self.prepare(batch, true, false)?;
-        self.commit_locked(writer, std::slice::from_mut(&mut pending))
+        let pending = self.prepare(batch, true, false)?;
+        self.commit_locked(writer, std::slice::from_ref(&pending))
             .into_iter()
             .next()
             .unwrap_or(Ok(()))

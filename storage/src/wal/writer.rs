@@ -51,7 +51,7 @@ enum Signal {
     /// comes back so that its writer frees it, in parallel and in the
     /// allocator arena it came from, rather than the leader between two
     /// group commits.
-    Done(Result<()>, [Option<Arc<Slot>>; 2], Option<Pending>),
+    Done(Result<()>, [Option<Arc<Slot>>; 2], Pending),
     /// Its batch is still queued and no leader is active: lead the next
     /// group commit.
     Lead,
@@ -210,13 +210,13 @@ impl Shared {
     fn lead(&self, own: &Arc<Slot>) -> Result<()> {
         let commit = &self.group_commit;
         loop {
-            let mut group = take_group(
+            let group = take_group(
                 &mut commit.queue.lock().pending,
                 self.config.group_commit_bytes_max,
             );
             let results = {
                 let mut writer = self.writer.lock();
-                self.commit_locked(&mut writer, &mut group)
+                self.commit_locked(&mut writer, &group)
             };
             let mut own_result = None;
             let mut done: Vec<Done> = Vec::with_capacity(group.len());
@@ -254,7 +254,7 @@ impl Shared {
     pub(crate) fn commit_locked(
         &self,
         writer: &mut MutexGuard<'_, WriterState>,
-        group: &mut [Pending],
+        group: &[Pending],
     ) -> Vec<Result<()>> {
         if let Some(reason) = &writer.poisoned {
             return group
@@ -314,48 +314,27 @@ impl Shared {
     fn write_records(
         &self,
         writer: &mut MutexGuard<'_, WriterState>,
-        group: &mut [Pending],
+        group: &[Pending],
         results: &[Result<()>],
         sync: bool,
     ) -> Result<u64> {
         let target = self.config.segment_bytes_target;
+        // The frame buffer is reused across commits (lost on an error,
+        // which poisons the WAL anyway).
         let mut buf = std::mem::take(&mut writer.scratch.frames);
         buf.clear();
         let mut placed: Vec<(usize, RecordLocation)> = Vec::with_capacity(group.len());
-        let result = self.frame_and_write(writer, group, results, target, &mut buf, &mut placed);
-        // Keep the buffer for the next commit unless one huge batch grew it.
-        if buf.capacity() <= FRAMES_KEEP_BYTES {
-            writer.scratch.frames = buf;
-        }
-        let bytes = result?;
-        if sync {
-            writer.active.sync()?;
-        }
-        Ok(bytes)
-    }
-
-    fn frame_and_write(
-        &self,
-        writer: &mut MutexGuard<'_, WriterState>,
-        group: &mut [Pending],
-        results: &[Result<()>],
-        target: u64,
-        buf: &mut Vec<u8>,
-        placed: &mut Vec<(usize, RecordLocation)>,
-    ) -> Result<u64> {
         let mut bytes = 0u64;
-        for at in 0..group.len() {
-            let pending = &group[at];
+        for (at, pending) in group.iter().enumerate() {
             if results[at].is_err() || pending.batch.is_empty() {
                 continue;
             }
             let len = pending.prepared.framed_len() as u64;
             let offset = writer.active.written + buf.len() as u64;
             if offset + len > target && offset > writer.active.written_floor() {
-                bytes += self.flush(writer, buf, placed, group)?;
+                bytes += self.flush(writer, &mut buf, &mut placed, group)?;
                 self.rotate(writer)?;
             }
-            let pending = &group[at];
             let offset = writer.active.written + buf.len() as u64;
             let location = RecordLocation {
                 file_seq: writer.active.seq as u32,
@@ -363,10 +342,17 @@ impl Shared {
             };
             pending
                 .prepared
-                .frame_into(RecordKind::Batch, writer.active.seq, buf);
+                .frame_into(RecordKind::Batch, writer.active.seq, &mut buf);
             placed.push((at, location));
         }
-        bytes += self.flush(writer, buf, placed, group)?;
+        bytes += self.flush(writer, &mut buf, &mut placed, group)?;
+        // Kept unless one huge batch grew it.
+        if buf.capacity() <= FRAMES_KEEP_BYTES {
+            writer.scratch.frames = buf;
+        }
+        if sync {
+            writer.active.sync()?;
+        }
         Ok(bytes)
     }
 
@@ -379,7 +365,7 @@ impl Shared {
         writer: &mut MutexGuard<'_, WriterState>,
         buf: &mut Vec<u8>,
         placed: &mut Vec<(usize, RecordLocation)>,
-        group: &mut [Pending],
+        group: &[Pending],
     ) -> Result<u64> {
         if buf.is_empty() {
             return Ok(0);
@@ -480,7 +466,7 @@ fn wake_tree(done: Vec<Done>) {
     for (at, (slot, result, pending)) in done.into_iter().enumerate().rev() {
         // A fixed pair, not a Vec: no allocation per woken writer.
         let children = [2 * at + 1, 2 * at + 2].map(|child| slots.get(child).cloned());
-        slot.set(Signal::Done(result, children, Some(pending)));
+        slot.set(Signal::Done(result, children, pending));
     }
     if let Some(first) = slots.first() {
         first.wake();
