@@ -15,8 +15,10 @@ pub enum ReadMode {
     /// ReadIndex: a heartbeat round confirms leadership (batched).
     ReadIndex,
     /// Leader lease: no round trip while the lease holds (falls back to
-    /// ReadIndex otherwise). Safe while clock drift between nodes stays
-    /// under `raft.ticks_lease_drift` ticks per lease period.
+    /// ReadIndex otherwise). Safe while the leader's ticks are at most
+    /// `(ticks_election_min - 1) / lease_ticks` times slower than any
+    /// voter's (28% with the defaults; `raft::Config::lease_ticks`) and
+    /// the tick-gap detector catches every longer stall.
     Lease,
 }
 

@@ -19,10 +19,18 @@ pub struct Config {
     /// A leadership transfer that has not completed after this many ticks
     /// is abandoned and proposals are accepted again.
     pub ticks_transfer_max: u32,
-    /// Leader lease safety margin for clock drift between nodes: the lease
-    /// lasts `ticks_election_min - ticks_lease_drift` from the start of the
-    /// heartbeat round that confirmed it.
+    /// Leader lease margin for clock-rate differences between nodes: the
+    /// lease lasts `ticks_election_min - 1 - ticks_lease_drift` of the
+    /// leader's ticks from the tick at which the heartbeat round that
+    /// confirmed it started (see [`Config::lease_ticks`] for the exact
+    /// real-time condition; 0 ticks means no lease).
     pub ticks_lease_drift: u32,
+    /// A quiesced leader repeats its quiesce heartbeat this often (ticks
+    /// still arrive while quiesced; see [`crate::RaftGroup::tick`]), and a
+    /// quiesced follower that hears nothing from its leader for twice as
+    /// long wakes up and asks the leader to wake: a dead leader of an idle
+    /// group is noticed without any help from outside.
+    pub ticks_quiesced_heartbeat: u32,
     /// Pre-vote (Raft thesis §9.6): a partitioned node that rejoins does not
     /// disrupt a healthy leader by bumping terms.
     pub pre_vote: bool,
@@ -62,7 +70,8 @@ impl Default for Config {
             ticks_election_max: 20,
             ticks_heartbeat: 2,
             ticks_transfer_max: 10,
-            ticks_lease_drift: 1,
+            ticks_lease_drift: 2,
+            ticks_quiesced_heartbeat: 100,
             pre_vote: true,
             check_quorum: true,
             inflight_messages_max: 256,
@@ -92,6 +101,24 @@ impl Config {
             id,
             ..Config::default()
         }
+    }
+
+    /// How many of its own ticks a leader's lease lasts, counted from the
+    /// tick at which the heartbeat round that confirmed it started:
+    /// `n = ticks_election_min - 1 - ticks_lease_drift`.
+    ///
+    /// Why `- 1`: a voter that acknowledged the round reset its election
+    /// timer on receipt, and its next tick may follow at once, so it is
+    /// only sure to refuse votes for `ticks_election_min - 1` whole tick
+    /// intervals of its own. The lease is safe when `n` of the leader's
+    /// longest tick intervals last no longer than `ticks_election_min - 1`
+    /// of any voter's shortest: with the defaults (10, drift 2), `7 *
+    /// P_leader_max <= 9 * P_voter_min`, i.e. the leader's ticks may be up
+    /// to 28% slower than the fastest voter's. A leader that stops (a
+    /// pause) must be caught outside the core: the engine trusts no lease
+    /// for an election timeout after a gap of more than two ticks.
+    pub fn lease_ticks(&self) -> u32 {
+        (self.ticks_election_min.saturating_sub(1)).saturating_sub(self.ticks_lease_drift)
     }
 
     /// Refuses impossible combinations with a message naming the field.
@@ -132,6 +159,9 @@ impl Config {
                     self.ticks_election_min, self.ticks_lease_drift
                 ),
             );
+        }
+        if self.ticks_quiesced_heartbeat == 0 {
+            return fail("ticks_quiesced_heartbeat", "must be at least 1".into());
         }
         if self.inflight_messages_max == 0 {
             return fail("inflight_messages_max", "must be at least 1".into());

@@ -6,14 +6,20 @@ use crate::group::RaftGroup;
 use crate::quorum::{vote_result, VoteResult};
 use crate::store::LogStore;
 use crate::types::{
-    ConfChange, Entry, EntryKind, Message, MessageBody, ReplicaId, Role, Term, NO_REPLICA,
+    ConfChange, Entry, EntryKind, Index, Message, MessageBody, ReplicaId, Role, Term, NO_REPLICA,
 };
 
 impl<S: LogStore> RaftGroup<S> {
-    /// Advance logical time by one tick. A quiesced replica does nothing.
+    /// Advance logical time by one tick. Tick every replica, quiesced ones
+    /// included (a quiesced tick only counts): a quiesced leader repeats
+    /// its quiesce heartbeat every `ticks_quiesced_heartbeat`, and a
+    /// quiesced follower that heard nothing for twice that wakes up, so a
+    /// dead leader of an idle group is replaced without outside help.
     pub fn tick(&mut self) {
         self.tick_now += 1;
+        self.ticks_since_leader = self.ticks_since_leader.saturating_add(1);
         if self.quiesced {
+            self.tick_quiesced();
             return;
         }
         if self.role == Role::Leader {
@@ -28,7 +34,30 @@ impl<S: LogStore> RaftGroup<S> {
         }
     }
 
+    fn tick_quiesced(&mut self) {
+        self.ticks_quiesced_elapsed += 1;
+        let period = self.config.ticks_quiesced_heartbeat;
+        if self.role == Role::Leader {
+            if self.ticks_quiesced_elapsed >= period {
+                self.ticks_quiesced_elapsed = 0;
+                self.broadcast_heartbeat(true);
+            }
+        } else if self.ticks_quiesced_elapsed >= period.saturating_mul(2) {
+            // Two refreshes missed: the leader may be gone. Wake up (the
+            // election timer runs again) and ask the leader to wake too:
+            // if it is alive its heartbeats arrive long before the timer
+            // fires, so a lost refresh costs no election.
+            let leader = self.leader;
+            self.wake();
+            if leader != NO_REPLICA && leader != self.id {
+                self.send(leader, MessageBody::HeartbeatResponse { seq: 0 });
+            }
+        }
+    }
+
     fn tick_leader(&mut self) {
+        // While it leads, a leader refuses votes as its voters do.
+        self.ticks_since_leader = 0;
         self.ticks_heartbeat_elapsed += 1;
         self.ticks_election_elapsed += 1;
         if self.ticks_election_elapsed >= self.config.ticks_election_min {
@@ -78,19 +107,48 @@ impl<S: LogStore> RaftGroup<S> {
     }
 
     /// Start an election now (used to bootstrap and by tests). Goes through
-    /// pre-vote when enabled.
+    /// pre-vote when enabled. Refused while a committed configuration
+    /// change is not applied yet.
     pub fn campaign(&mut self) -> Result<(), Error> {
         self.wake();
         if !self.is_promotable() {
             return Err(Error::NotMember(self.id));
         }
         if self.role != Role::Leader {
+            if let Some(index) = self.unapplied_conf_change() {
+                return Err(Error::ConfChangePending { index });
+            }
             self.start_election(false);
         }
         Ok(())
     }
 
+    /// The index of a committed configuration change this replica has not
+    /// applied yet, if any (or of the first unreadable entry). A replica
+    /// campaigns with the configuration it applied: with a committed
+    /// change still unapplied it may count votes of the wrong voters and
+    /// win without a committed entry (etcd's `hasUnappliedConfChanges`).
+    pub(crate) fn unapplied_conf_change(&mut self) -> Option<Index> {
+        let (applied, committed) = (self.log.applied, self.log.committed);
+        if applied >= committed {
+            return None;
+        }
+        match self.log.entries(applied + 1, committed + 1, u64::MAX) {
+            Ok(entries) => entries
+                .iter()
+                .find(|e| e.kind == EntryKind::ConfChange)
+                .map(|e| e.index),
+            Err(e) => {
+                self.note_store_error(e);
+                Some(applied + 1)
+            }
+        }
+    }
+
     pub(crate) fn start_election(&mut self, transfer: bool) {
+        if self.unapplied_conf_change().is_some() {
+            return;
+        }
         if self.config.pre_vote && !transfer {
             self.become_pre_candidate();
             self.request_votes(true, false);
@@ -115,7 +173,12 @@ impl<S: LogStore> RaftGroup<S> {
         }
         let (last_index, last_term) = match (self.log.last_index(), self.log.last_term()) {
             (Ok(i), Ok(t)) => (i, t),
-            _ => return,
+            (Err(e), _) | (_, Err(e)) => {
+                // Without our last entry no vote can be asked for; the
+                // election times out and is retried.
+                self.note_store_error(e);
+                return;
+            }
         };
         let voters: Vec<ReplicaId> = self
             .conf
@@ -166,6 +229,7 @@ impl<S: LogStore> RaftGroup<S> {
         self.votes.clear();
         self.transfer_target = NO_REPLICA;
         self.ticks_transfer_elapsed = 0;
+        self.lease_revoked = false;
         self.drop_pending_reads();
         self.progress.clear();
         self.broadcast_due = false;
@@ -198,6 +262,16 @@ impl<S: LogStore> RaftGroup<S> {
     }
 
     pub(crate) fn become_leader(&mut self) {
+        let last = match self.log.last_index() {
+            Ok(last) => last,
+            Err(e) => {
+                // Leading with a guessed last index would put the no-op
+                // (and every proposal) at the wrong place. Stay candidate:
+                // the election times out and is retried.
+                self.note_store_error(e);
+                return;
+            }
+        };
         let term = self.term;
         self.reset(term);
         self.role = Role::Leader;
@@ -206,7 +280,6 @@ impl<S: LogStore> RaftGroup<S> {
         self.uncommitted_bytes = 0;
         self.heartbeat_seq = 0;
         self.heartbeat_seq_ticks.clear();
-        let last = self.log.last_index().unwrap_or(0);
         let members: Vec<(ReplicaId, bool)> = self
             .conf
             .voters
@@ -242,6 +315,10 @@ impl<S: LogStore> RaftGroup<S> {
                 to: message.to,
                 me: self.id,
             });
+        }
+        if matches!(message.body, MessageBody::NotMember) {
+            // For the application, not for Raft: no term rules, no wake.
+            return Ok(());
         }
         if !matches!(message.body, MessageBody::Heartbeat { quiesce: true, .. }) {
             self.wake();
@@ -280,15 +357,19 @@ impl<S: LogStore> RaftGroup<S> {
                 // it may have acknowledged a leader's lease before the
                 // restart and must not help elect another within it.
                 let in_lease = self.config.check_quorum
-                    && ((self.leader != NO_REPLICA
-                        && self.ticks_election_elapsed < self.config.ticks_election_min)
-                        || (self.config.lease_on_start
-                            && self.tick_now < u64::from(self.config.ticks_election_min)));
+                    && self.ticks_since_leader < self.config.ticks_election_min;
                 if in_lease && !transfer {
                     return false;
                 }
                 if !pre {
+                    // A newer term, but the election timer only starts
+                    // over if we grant the vote (§5.2): a candidate that
+                    // cannot win (its log is behind) and campaigns again
+                    // and again must not keep the others from ever timing
+                    // out, which a fast clock makes it do.
+                    let elapsed = self.ticks_election_elapsed;
                     self.become_follower(message.term, NO_REPLICA);
+                    self.ticks_election_elapsed = elapsed;
                 }
                 true
             }
@@ -340,6 +421,10 @@ impl<S: LogStore> RaftGroup<S> {
                         reject: true,
                     },
                 );
+            }
+            MessageBody::ReadIndexResponse { ref context, .. } => {
+                // Our term moved on since we forwarded the read: retry it.
+                self.reads_dropped.push(context.clone());
             }
             _ => {}
         }
@@ -417,6 +502,18 @@ impl<S: LogStore> RaftGroup<S> {
                 self.become_follower(term, message.from);
                 self.step_follower(message)
             }
+            MessageBody::ReadIndex { context } => {
+                // No leader to pass it to: the asker retries elsewhere.
+                self.send(
+                    message.from,
+                    MessageBody::ReadIndexResponse { context, index: 0 },
+                );
+                Ok(())
+            }
+            MessageBody::ReadIndexResponse { context, .. } => {
+                self.reads_dropped.push(context);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -424,21 +521,17 @@ impl<S: LogStore> RaftGroup<S> {
     fn step_follower(&mut self, message: Message) -> Result<(), Error> {
         match message.body {
             MessageBody::Append { .. } => {
-                self.ticks_election_elapsed = 0;
-                self.leader = message.from;
+                self.heard_leader(message.from);
                 self.handle_append(message)
             }
             MessageBody::Heartbeat { .. } => {
-                self.ticks_election_elapsed = 0;
-                self.leader = message.from;
+                self.heard_leader(message.from);
                 self.handle_heartbeat(message)
             }
             MessageBody::InstallSnapshot { .. } => {
-                self.ticks_election_elapsed = 0;
-                self.leader = message.from;
+                self.heard_leader(message.from);
                 self.handle_snapshot(message)
             }
-            MessageBody::NotMember => Ok(()),
             MessageBody::TimeoutNow => {
                 if self.is_promotable() {
                     // The leader hands over: campaign now, skipping pre-vote
@@ -448,10 +541,16 @@ impl<S: LogStore> RaftGroup<S> {
                 Ok(())
             }
             MessageBody::ReadIndex { context } => {
-                // A peer asked us thinking we lead; pass it on if we can.
+                // A peer asked us thinking we lead; pass it on if we can,
+                // or tell it to retry elsewhere.
                 if self.leader != NO_REPLICA {
                     let leader = self.leader;
                     self.send(leader, MessageBody::ReadIndex { context });
+                } else {
+                    self.send(
+                        message.from,
+                        MessageBody::ReadIndexResponse { context, index: 0 },
+                    );
                 }
                 Ok(())
             }
@@ -478,6 +577,14 @@ impl<S: LogStore> RaftGroup<S> {
         }
     }
 
+    /// A message from the leader of our term: the election timer and the
+    /// voter's lease start over.
+    fn heard_leader(&mut self, leader: ReplicaId) {
+        self.ticks_election_elapsed = 0;
+        self.ticks_since_leader = 0;
+        self.leader = leader;
+    }
+
     /// Applies to roles a committed configuration change that names us.
     pub(crate) fn removed_self(&mut self) {
         if self.role == Role::Leader {
@@ -489,6 +596,10 @@ impl<S: LogStore> RaftGroup<S> {
                 .filter(|(&id, pr)| id != self.id && !pr.is_learner && self.conf.is_voter(id))
                 .max_by_key(|(_, pr)| pr.matched)
                 .map(|(&id, _)| id);
+            // Tell everyone the commit index first: a remaining voter
+            // that never learns that the removal committed campaigns under
+            // the old configuration, which counts our vote.
+            self.broadcast_append();
             if let Some(target) = best {
                 self.send(target, MessageBody::TimeoutNow);
             }

@@ -43,6 +43,10 @@ pub enum Error {
     /// Compaction would drop entries the state machine has not applied.
     #[error("cannot compact the log to index {index}: only {applied} is applied")]
     CompactBeyondApplied { index: Index, applied: Index },
+    /// Compaction to `index` would need the configuration as of `index`,
+    /// but a change applied since (at `conf_index`) replaced it.
+    #[error("cannot compact the log to index {index}: the configuration changed at index {conf_index} since")]
+    CompactAcrossConfChange { index: Index, conf_index: Index },
     /// Reading the persisted log failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -14,7 +14,7 @@ use crate::log::RaftLog;
 pub use crate::progress::ProgressState;
 use crate::progress::{Inflights, Progress};
 use crate::rng::SplitMix64;
-use crate::store::LogStore;
+use crate::store::{LogStore, StoreError};
 use crate::types::{
     ConfChange, ConfState, ElectionEvents, Entry, EntryKind, HardState, Index, Message,
     MessageBody, ReadState, ReplicaId, Role, Snapshot, SoftState, Term, NO_REPLICA,
@@ -27,7 +27,8 @@ pub(crate) struct PendingRead {
     pub(crate) context: Bytes,
     /// Who asked: this replica or a follower that forwarded it.
     pub(crate) from: ReplicaId,
-    /// Commit index when the read arrived; the read is served at it.
+    /// Commit index when the read's heartbeat round started; the read is
+    /// served at it.
     pub(crate) index: Index,
     /// Heartbeat round that must be acknowledged by a quorum; 0 until the
     /// read is assigned to a round.
@@ -54,6 +55,21 @@ pub struct RaftGroup<S: LogStore> {
     pub(crate) ticks_election_randomized: u32,
     /// Ticks since creation; only used to time the leader lease.
     pub(crate) tick_now: u64,
+    /// Ticks since a leader was last heard from (or since start, with
+    /// `lease_on_start`): while below `ticks_election_min`, this voter may
+    /// have acknowledged a lease and refuses votes. Kept apart from
+    /// `leader` and the election timer, which other events reset.
+    pub(crate) ticks_since_leader: u32,
+    /// Quiesced: ticks since the last quiesce heartbeat (sent by a leader,
+    /// received by a follower).
+    pub(crate) ticks_quiesced_elapsed: u32,
+    /// Leader: a TimeoutNow went out in this term. Its target may campaign
+    /// at any later time, even after the transfer was abandoned, and the
+    /// voters grant a transfer vote despite their lease: no lease again.
+    pub(crate) lease_revoked: bool,
+    /// The first error the log store returned on a path that cannot
+    /// return it (a tick, a step's side effect, a Ready).
+    pub(crate) store_error: Option<StoreError>,
     pub(crate) rng: SplitMix64,
 
     /// Messages that may be sent at once.
@@ -190,6 +206,17 @@ impl RaftGroup<crate::store::MemStore> {
                 applied: self.log.applied,
             });
         }
+        // The snapshot must carry the configuration as of `index`; only the
+        // one as of `applied` is known, so no change may lie in between.
+        let between = self
+            .log
+            .entries(index + 1, self.log.applied + 1, u64::MAX)?;
+        if let Some(change) = between.iter().find(|e| e.kind == EntryKind::ConfChange) {
+            return Err(Error::CompactAcrossConfChange {
+                index,
+                conf_index: change.index,
+            });
+        }
         let conf = self.conf.clone();
         self.log.store.compact(index, conf, data)?;
         Ok(())
@@ -224,6 +251,10 @@ impl<S: LogStore> RaftGroup<S> {
             ticks_heartbeat_elapsed: 0,
             ticks_election_randomized: 0,
             tick_now: 0,
+            ticks_since_leader: 0,
+            ticks_quiesced_elapsed: 0,
+            lease_revoked: false,
+            store_error: None,
             messages: Vec::new(),
             messages_after_persist: Vec::new(),
             broadcast_due: false,
@@ -246,6 +277,13 @@ impl<S: LogStore> RaftGroup<S> {
             prev_hard,
         };
         group.become_follower(hard_state.term, NO_REPLICA);
+        // A replica that restarts may have acknowledged a lease just before
+        // it stopped: it sits one out, as if it had just heard a leader.
+        group.ticks_since_leader = if group.config.lease_on_start {
+            0
+        } else {
+            group.config.ticks_election_min
+        };
         Ok(group)
     }
 
@@ -430,8 +468,10 @@ impl<S: LogStore> RaftGroup<S> {
             self.prev_soft = soft;
         }
         let hard = self.hard_state();
+        let term_or_vote_changed =
+            hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
         if hard != self.prev_hard {
-            ready.sync |= hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
+            ready.sync |= term_or_vote_changed;
             ready.hard_state = Some(hard);
             self.prev_hard = hard;
         }
@@ -446,22 +486,35 @@ impl<S: LogStore> RaftGroup<S> {
         }
         ready.messages = std::mem::take(&mut self.messages);
         ready.messages_after_persist = std::mem::take(&mut self.messages_after_persist);
+        if term_or_vote_changed && !ready.messages.is_empty() {
+            // Nothing this replica says in a new term or after a new vote
+            // may leave before they are durable. A single voter elects
+            // itself within one step and would otherwise send appends of a
+            // term it may forget in a crash, then reuse it with other
+            // entries at the same indexes.
+            let mut early = std::mem::take(&mut ready.messages);
+            early.append(&mut ready.messages_after_persist);
+            ready.messages_after_persist = early;
+        }
         // A committed, persisted entry that cannot be read means the store
-        // is broken: hand out nothing; the engine sees the same error on
-        // its own reads of the store and stops the replica.
-        if let Ok(entries) = self
+        // is broken: hand out nothing and keep the error for
+        // `store_error()`.
+        match self
             .log
             .next_committed_entries(self.config.committed_bytes_per_ready_max)
         {
-            if let Some(last) = entries.last() {
-                ready.apply_to = Some(last.index);
-                self.log.applying = last.index;
+            Ok(entries) => {
+                if let Some(last) = entries.last() {
+                    ready.apply_to = Some(last.index);
+                    self.log.applying = last.index;
+                }
+                if self.role == Role::Leader {
+                    let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
+                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
+                }
+                ready.committed_entries = entries;
             }
-            if self.role == Role::Leader {
-                let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
-                self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
-            }
-            ready.committed_entries = entries;
+            Err(e) => self.note_store_error(e),
         }
         ready.read_states = std::mem::take(&mut self.read_states);
         ready.reads_dropped = std::mem::take(&mut self.reads_dropped);
@@ -469,7 +522,13 @@ impl<S: LogStore> RaftGroup<S> {
         ready
     }
 
-    /// The caller persisted and applied everything in `ready`.
+    /// The caller persisted and applied everything in `ready`. An engine
+    /// that holds some committed entries back must not call this: it calls
+    /// [`RaftGroup::advance_append`], then
+    /// [`RaftGroup::advance_apply_to`] with the index it really applied,
+    /// since the core decides on the applied index (no campaign while a
+    /// committed configuration change is unapplied, one change at a time,
+    /// quiescence).
     pub fn advance(&mut self, ready: Ready) {
         let apply_to = ready.apply_to;
         self.advance_append(ready);
@@ -481,6 +540,8 @@ impl<S: LogStore> RaftGroup<S> {
     /// The caller persisted `ready`'s snapshot, entries and hard state (and
     /// installed the snapshot in its state machine); committed entries are
     /// still being applied (report with [`RaftGroup::advance_apply_to`]).
+    /// Later Readies hand out the entries after these, so the caller may
+    /// apply them in order at its own pace.
     pub fn advance_append(&mut self, ready: Ready) {
         if let Some(index) = ready.snapshot_index {
             self.log.stable_snapshot_to(index);
@@ -490,6 +551,14 @@ impl<S: LogStore> RaftGroup<S> {
         if let Some((index, term)) = ready.persist_to {
             self.log.stable_to(index, term);
         }
+        assert!(
+            self.log.applied <= self.log.applying && self.log.applying <= self.log.committed,
+            "replica {}: applied {} <= applying {} <= committed {} broke in advance_append",
+            self.id,
+            self.log.applied,
+            self.log.applying,
+            self.log.committed
+        );
         if self.role == Role::Leader {
             let persisted = self.log.persisted_index();
             let id = self.id;
@@ -503,10 +572,34 @@ impl<S: LogStore> RaftGroup<S> {
         }
     }
 
-    /// The application applied every entry up to `index`.
+    /// The application applied every entry up to `index` (entries handed
+    /// out in Readies; an index beyond them, e.g. a state store that a
+    /// staged snapshot put ahead, counts only as far as they go).
     pub fn advance_apply_to(&mut self, index: Index) {
         if index > self.log.applied {
             self.log.applied = index.min(self.log.applying.max(self.log.applied));
+        }
+        assert!(
+            self.log.applied <= self.log.applying && self.log.applying <= self.log.committed,
+            "replica {}: applied {} <= applying {} <= committed {} broke in advance_apply_to({index})",
+            self.id,
+            self.log.applied,
+            self.log.applying,
+            self.log.committed
+        );
+    }
+
+    /// The first error the log store returned on a path that could not
+    /// return it (a tick, a message's side effects, a Ready). The core
+    /// never guesses past such an error (no leadership with an unknown last
+    /// index, no entries handed out); the engine should stop the replica.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        self.store_error.as_ref()
+    }
+
+    pub(crate) fn note_store_error(&mut self, error: StoreError) {
+        if self.store_error.is_none() {
+            self.store_error = Some(error);
         }
     }
 
@@ -573,6 +666,9 @@ impl<S: LogStore> RaftGroup<S> {
     /// persist (their disk write and the followers' run in parallel); all
     /// others answer or request based on state that must be durable first.
     pub(crate) fn send(&mut self, to: ReplicaId, body: MessageBody) {
+        if self.role == Role::Leader && matches!(body, MessageBody::TimeoutNow) {
+            self.lease_revoked = true;
+        }
         let message = Message {
             from: self.id,
             to,
@@ -614,14 +710,19 @@ impl<S: LogStore> RaftGroup<S> {
         matches!(self.log.term(self.log.committed), Ok(t) if t == self.term)
     }
 
-    /// Any activity ends quiescence.
+    /// Any activity ends quiescence. A leader starts over: no lease from a
+    /// round before it quiesced (its ticks may have stopped meanwhile),
+    /// and a full check-quorum round in which every follower must answer.
     pub(crate) fn wake(&mut self) {
         if self.quiesced {
             self.quiesced = false;
             self.ticks_election_elapsed = 0;
             self.ticks_heartbeat_elapsed = 0;
-            for pr in self.progress.values_mut() {
-                pr.recent_active = true;
+            self.ticks_quiesced_elapsed = 0;
+            self.heartbeat_seq_ticks.clear();
+            let id = self.id;
+            for (&member, pr) in self.progress.iter_mut() {
+                pr.recent_active = member == id;
             }
         }
     }

@@ -188,9 +188,11 @@ impl<S: LogStore> RaftLog<S> {
     /// Append entries of the leader's own making.
     pub(crate) fn append(&mut self, entries: &[Entry]) {
         if let Some(first) = entries.first() {
-            debug_assert!(
+            assert!(
                 first.index > self.committed,
-                "never overwrite committed entries"
+                "a leader's append at index {} would overwrite committed entries (commit {})",
+                first.index,
+                self.committed
             );
             self.unstable.truncate_and_append(entries);
         }
@@ -249,6 +251,11 @@ impl<S: LogStore> RaftLog<S> {
 
     pub(crate) fn commit_to(&mut self, index: Index) {
         if index > self.committed {
+            debug_assert!(
+                self.last_index().map_or(true, |last| index <= last),
+                "commit_to({index}) beyond the last index {:?}",
+                self.last_index()
+            );
             self.committed = index;
         }
     }
@@ -282,6 +289,12 @@ impl<S: LogStore> RaftLog<S> {
             return;
         }
         let drop = (index + 1 - self.unstable.offset) as usize;
+        debug_assert!(
+            drop <= self.unstable.entries.len(),
+            "stable_to({index}) beyond the unstable entries {}..{}",
+            self.unstable.offset,
+            self.unstable.offset + self.unstable.entries.len() as u64
+        );
         self.unstable.entries.drain(..drop);
         self.unstable.offset = index + 1;
     }

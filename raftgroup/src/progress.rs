@@ -41,6 +41,17 @@ impl Inflights {
     }
 
     pub(crate) fn add(&mut self, last: Index, bytes: u64) {
+        debug_assert!(
+            self.window.len() < self.messages_max,
+            "inflight window overflow: {} messages in flight, at most {}",
+            self.window.len(),
+            self.messages_max
+        );
+        debug_assert!(
+            self.window.back().is_none_or(|&(prev, _)| prev < last),
+            "inflight appends out of order: {last} sent after {:?}",
+            self.window.back()
+        );
         self.window.push_back((last, bytes));
         self.bytes += bytes;
     }
@@ -155,6 +166,12 @@ impl Progress {
             self.probe_sent = false;
         }
         self.next = self.next.max(index + 1);
+        debug_assert!(
+            self.matched < self.next,
+            "progress: matched {} must stay below next {}",
+            self.matched,
+            self.next
+        );
         updated
     }
 

@@ -133,20 +133,22 @@ impl<S: LogStore> RaftGroup<S> {
     }
 
     /// Leadership is lost or changing: pending reads will never complete.
+    /// Called once the term may have moved, so the answers to forwarded
+    /// reads wait for the persist like every message of a follower.
     pub(crate) fn drop_pending_reads(&mut self) {
         while let Some(read) = self.pending_reads.pop_front() {
             if read.from == self.id {
                 self.reads_dropped.push(read.context);
             } else {
-                self.messages.push(crate::types::Message {
-                    from: self.id,
-                    to: read.from,
-                    term: self.term,
-                    body: MessageBody::ReadIndexResponse {
+                let term = self.term;
+                self.send_with_term(
+                    read.from,
+                    term,
+                    MessageBody::ReadIndexResponse {
                         context: read.context,
                         index: 0,
                     },
-                });
+                );
             }
         }
     }
@@ -154,16 +156,23 @@ impl<S: LogStore> RaftGroup<S> {
     /// The index at which a lease read may be served right now, or `None`
     /// when the lease is not held.
     ///
-    /// The lease starts when the newest heartbeat round acknowledged by a
-    /// quorum was sent, and lasts `ticks_election_min - ticks_lease_drift`
-    /// ticks: each acknowledging voter reset its election timer on receipt
-    /// and, with check-quorum, refuses votes for `ticks_election_min` of its
-    /// own ticks. Safe as long as no node's clock runs faster than the
-    /// leader's by more than the drift margin over one lease period. The
-    /// caller must still wait until the returned index is applied.
+    /// The lease starts at the tick at which the newest heartbeat round
+    /// acknowledged by a quorum was sent, and lasts
+    /// [`crate::Config::lease_ticks`] of this replica's ticks: each
+    /// acknowledging voter restarted its lease on receipt and, with
+    /// check-quorum, refuses votes until it has ticked
+    /// `ticks_election_min` times. `Config::lease_ticks` states the exact
+    /// condition on tick rates. Never while quiesced (the engine may stop
+    /// ticking a quiesced group, which would freeze the lease), and never
+    /// again in a term in which a TimeoutNow was sent (its target may
+    /// campaign at any time, and voters grant a transfer vote despite
+    /// their lease). The caller must still wait until the returned index
+    /// is applied.
     pub fn lease_read_index(&self) -> Option<Index> {
         if self.role != Role::Leader
             || !self.config.check_quorum
+            || self.quiesced
+            || self.lease_revoked
             || self.transfer_target != NO_REPLICA
             || !self.term_committed()
         {
@@ -174,7 +183,7 @@ impl<S: LogStore> RaftGroup<S> {
             .heartbeat_seq_ticks
             .iter()
             .find(|&&(seq, _)| seq == acked)?;
-        let lease_ticks = u64::from(self.config.ticks_election_min - self.config.ticks_lease_drift);
+        let lease_ticks = u64::from(self.config.lease_ticks());
         (self.tick_now < sent_tick + lease_ticks).then_some(self.log.committed)
     }
 }

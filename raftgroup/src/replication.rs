@@ -39,7 +39,10 @@ impl<S: LogStore> RaftGroup<S> {
         let prev_index = next - 1;
         let last = match self.log.last_index() {
             Ok(last) => last,
-            Err(_) => return false,
+            Err(e) => {
+                self.note_store_error(e);
+                return false;
+            }
         };
         let prev_term = self.log.term(prev_index);
         let entries = self
@@ -50,8 +53,12 @@ impl<S: LogStore> RaftGroup<S> {
             (Err(StoreError::Compacted), _) | (_, Err(StoreError::Compacted)) => {
                 return self.send_snapshot(to);
             }
-            // Transient or broken storage: try again on the next event.
-            _ => return false,
+            (Err(e), _) | (_, Err(e)) => {
+                // Broken storage: nothing sent, the error kept for the
+                // engine (`store_error`); retried on the next event.
+                self.note_store_error(e);
+                return false;
+            }
         };
         if entries.is_empty() && !send_if_empty {
             return false;
@@ -83,7 +90,17 @@ impl<S: LogStore> RaftGroup<S> {
     }
 
     fn send_snapshot(&mut self, to: ReplicaId) -> bool {
-        let matched = self.progress.get(&to).map(|p| p.matched).unwrap_or(0);
+        let Some(pr) = self.progress.get(&to) else {
+            return false;
+        };
+        if !pr.recent_active {
+            // Not heard from this check-quorum round: streaming a snapshot
+            // to a node that may be down wastes the sender's bandwidth. Its
+            // next answer makes it active and the append that follows
+            // finds the log compacted again.
+            return false;
+        }
+        let matched = pr.matched;
         let snapshot = match self.log.snapshot(matched) {
             Ok(s) if s.meta.index > 0 => s,
             // Not ready yet (being built) or none: retry on the next event.
@@ -102,7 +119,13 @@ impl<S: LogStore> RaftGroup<S> {
     /// heartbeat never triggers one. Once per election timeout, probe
     /// every follower in probe state that is behind.
     pub(crate) fn reprobe_silent_followers(&mut self) {
-        let last = self.log.last_index().unwrap_or(0);
+        let last = match self.log.last_index() {
+            Ok(last) => last,
+            Err(e) => {
+                self.note_store_error(e);
+                return;
+            }
+        };
         let silent: Vec<ReplicaId> = self
             .progress
             .iter()
@@ -223,9 +246,11 @@ impl<S: LogStore> RaftGroup<S> {
         let last = self.log.last_index()?;
         self.log.commit_to(commit.min(last));
         if quiesce && self.log.committed == last && self.leader == message.from {
-            // Caught up and told to rest: stop ticking until woken. No
-            // answer, since an answer would wake the leader.
+            // Caught up and told to rest (or the leader's periodic
+            // reminder): quiet until woken. No answer, since an answer
+            // would wake the leader.
             self.quiesced = true;
+            self.ticks_quiesced_elapsed = 0;
             return Ok(());
         }
         self.send(message.from, MessageBody::HeartbeatResponse { seq });
@@ -247,6 +272,13 @@ impl<S: LogStore> RaftGroup<S> {
             self.log.commit_to(index);
             let committed = self.log.committed;
             self.send(message.from, append_ok(committed));
+            return Ok(());
+        }
+        if self.log.applying > self.log.applied {
+            // Entries handed out earlier are still being applied: their
+            // configuration changes would then apply on top of the
+            // snapshot's later configuration. Ignore it; the leader sends
+            // it again once the transfer is reported (and we answer).
             return Ok(());
         }
         self.set_conf(snapshot.meta.conf_state.clone());
@@ -288,6 +320,13 @@ impl<S: LogStore> RaftGroup<S> {
         }
         let was_paused = pr.is_paused();
         if !pr.maybe_update(index) {
+            if pr.state == ProgressState::Probe && index == pr.matched {
+                // A probe answered at what we know it holds (a follower put
+                // in probe by `report_unreachable` that was caught up): the
+                // logs agree, stream again.
+                pr.become_replicate();
+                while self.send_append(from, false) {}
+            }
             return Ok(());
         }
         match pr.state {
@@ -315,7 +354,13 @@ impl<S: LogStore> RaftGroup<S> {
     }
 
     pub(crate) fn handle_heartbeat_response(&mut self, from: ReplicaId, seq: u64) {
-        let last_index = self.log.last_index().unwrap_or(0);
+        let last_index = match self.log.last_index() {
+            Ok(last) => last,
+            Err(e) => {
+                self.note_store_error(e);
+                return;
+            }
+        };
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
@@ -326,11 +371,13 @@ impl<S: LogStore> RaftGroup<S> {
             pr.inflights.free_first();
         }
         let behind = pr.matched < last_index;
-        if behind && self.role == Role::Leader {
+        let probing = pr.state == ProgressState::Probe;
+        if (behind || probing) && self.role == Role::Leader {
             // Send even when nothing lies at `next` (appends were lost, or
             // the member is new): the follower's rejection is what makes
             // the leader back up. Without it an idle leader never catches
-            // a follower up.
+            // a follower up. A caught-up follower in probe acknowledges the
+            // empty append, which puts it back to replicate.
             self.send_append(from, true);
         }
         self.release_reads();

@@ -1,132 +1,74 @@
-//! A deterministic simulator of one Raft group: replicas, a lossy network,
-//! crashes that keep only what was persisted, and invariant checks.
+//! A deterministic simulator of one Raft group: replicas with their own
+//! clocks, a lossy network that can hold messages for several election
+//! timeouts, crashes at any point of a Ready that keep only what was
+//! durable, pauses, lagging apply, and the invariant checks.
 //!
 //! Everything random comes from one seeded generator, so a seed replays a
-//! run exactly. The simulator never reads a clock: time is the tick count.
+//! run exactly. The simulator never reads a clock: time is simulated real
+//! time ([`TICK`] per nominal tick), and each replica's ticks fall where its
+//! own clock puts them.
+//!
+//! Modules: `rng` (the generator), `sm` (the state machine), `net` (the
+//! network), `faults` (the fault model and the engine's policies),
+//! `invariants` (the checks). This file drives them.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+pub mod faults;
+pub mod invariants;
+pub mod net;
+pub mod rng;
+pub mod sm;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use flotilla_raftgroup::{
-    ConfChange, Config, Entry, EntryKind, Index, MemStore, Message, MessageBody, RaftGroup,
-    ReplicaId, Role, Snapshot, Term,
+    ConfChange, ConfState, Config, Entry, EntryKind, HardState, Index, MemStore, Message,
+    MessageBody, RaftGroup, ReplicaId, Role, BOOTSTRAP_INDEX,
 };
 
-/// SplitMix64: small, seedable, stable forever.
-#[derive(Clone)]
-pub struct Rng(u64);
+#[allow(unused_imports)]
+pub use faults::{lease_interval_max, Clock, CrashPoint, EngineModel, Faults};
+pub use invariants::{Checker, Violation};
+pub use net::{Network, TICK};
+pub use rng::Rng;
+pub use sm::{payload, StateMachine};
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// In `[0, n)`; 0 when n is 0.
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-    /// True with probability `percent`/100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
-        if items.is_empty() {
-            None
-        } else {
-            Some(items[self.below(items.len() as u64) as usize])
-        }
-    }
-}
+/// (read id, index): a read confirmed at `index`, served once applied.
+pub type ConfirmedRead = (u64, Index);
 
-/// The replicated state machine of a replica: the payloads it applied.
-#[derive(Clone, Default, Debug)]
-pub struct StateMachine {
-    pub applied: Index,
-    /// (index, payload) of every non-empty normal entry applied.
-    pub entries: Vec<(Index, Bytes)>,
-}
-
-impl StateMachine {
-    fn encode(&self) -> Bytes {
-        let mut out = Vec::new();
-        out.extend_from_slice(&self.applied.to_le_bytes());
-        for (index, data) in &self.entries {
-            out.extend_from_slice(&index.to_le_bytes());
-            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            out.extend_from_slice(data);
-        }
-        Bytes::from(out)
-    }
-
-    fn decode(data: &[u8]) -> StateMachine {
-        let mut sm = StateMachine::default();
-        if data.len() < 8 {
-            return sm;
-        }
-        sm.applied = u64::from_le_bytes(data[0..8].try_into().expect("8 bytes"));
-        let mut at = 8;
-        while at + 12 <= data.len() {
-            let index = u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
-            let len =
-                u32::from_le_bytes(data[at + 8..at + 12].try_into().expect("4 bytes")) as usize;
-            at += 12;
-            sm.entries
-                .push((index, Bytes::copy_from_slice(&data[at..at + len])));
-            at += len;
-        }
-        sm
-    }
-}
-
-/// One simulated replica (one node hosting one replica of the group).
+/// One simulated node hosting one replica of the group.
 pub struct Node {
     pub id: ReplicaId,
     /// `None` while crashed.
     pub group: Option<RaftGroup<MemStore>>,
-    /// What survives a crash: the persisted log store (kept inside the
-    /// group while running).
+    /// What survived the last crash (while crashed).
     pub stored: Option<MemStore>,
+    /// The durable state machine.
     pub sm: StateMachine,
     pub removed: bool,
+    pub clock: Clock,
+    /// Stopped (no ticks, no messages, no work) until then.
+    pub paused_until: Option<u64>,
+    /// The engine's tick-gap detector: no lease is trusted before then.
+    pub lease_blocked_until: u64,
+    /// The hard state as of the last synced write: a crash may lose what
+    /// was written after it without a sync.
+    pub durable_hard_state: HardState,
+    /// Apply lags: committed entries wait here (the engine's held entries).
+    pub lag_apply: bool,
+    /// Longest wait before the next batch of queued entries applies.
+    pub apply_delay_max: u64,
+    pub apply_queue: VecDeque<Entry>,
+    pub next_apply_at: u64,
+    /// Reads confirmed, served once their index is applied.
+    pub confirmed_reads: Vec<ConfirmedRead>,
 }
 
-#[derive(Clone, Debug)]
-struct InFlight {
-    deliver_at: u64,
-    message: Message,
-}
-
-/// Knobs of the fault schedule, in percent per opportunity.
-#[derive(Clone, Debug)]
-pub struct Faults {
-    pub drop_percent: u64,
-    pub duplicate_percent: u64,
-    /// Extra delivery delay in ticks, uniformly in `[0, delay_ticks_max]`.
-    pub delay_ticks_max: u64,
-    /// Crash a node in the middle of handling a Ready.
-    pub crash_mid_ready_percent: u64,
-}
-
-impl Faults {
-    pub fn none() -> Self {
-        Faults {
-            drop_percent: 0,
-            duplicate_percent: 0,
-            delay_ticks_max: 0,
-            crash_mid_ready_percent: 0,
-        }
+impl Node {
+    fn running(&self) -> bool {
+        self.group.is_some() && !self.removed && self.paused_until.is_none()
     }
 }
 
@@ -135,81 +77,103 @@ impl Faults {
 pub struct Stats {
     pub crashes: u64,
     pub crashes_mid_ready: u64,
+    pub crashes_torn: u64,
+    pub unsynced_lost: u64,
     pub snapshots_installed: u64,
     pub conf_changes_applied: u64,
     pub leaders_elected: u64,
+    /// Elections won by a replica whose clock runs faster than the
+    /// previous leader's (the direction that threatens a lease).
+    pub skewed_elections: u64,
+    /// Campaigns started while the candidate had committed entries it had
+    /// not applied yet.
+    pub lagging_apply_campaigns: u64,
     pub messages_delivered: u64,
     pub messages_dropped: u64,
+    pub messages_delayed_long: u64,
     pub quiesces: u64,
+    pub pauses: u64,
+    pub lease_reads: u64,
+    pub read_index_reads: u64,
+    pub deferred_applies: u64,
 }
 
 impl Stats {
     pub fn add(&mut self, other: &Stats) {
         self.crashes += other.crashes;
         self.crashes_mid_ready += other.crashes_mid_ready;
+        self.crashes_torn += other.crashes_torn;
+        self.unsynced_lost += other.unsynced_lost;
         self.snapshots_installed += other.snapshots_installed;
         self.conf_changes_applied += other.conf_changes_applied;
         self.leaders_elected += other.leaders_elected;
+        self.skewed_elections += other.skewed_elections;
+        self.lagging_apply_campaigns += other.lagging_apply_campaigns;
         self.messages_delivered += other.messages_delivered;
         self.messages_dropped += other.messages_dropped;
+        self.messages_delayed_long += other.messages_delayed_long;
         self.quiesces += other.quiesces;
+        self.pauses += other.pauses;
+        self.lease_reads += other.lease_reads;
+        self.read_index_reads += other.read_index_reads;
+        self.deferred_applies += other.deferred_applies;
     }
 }
 
-/// (index, term, fingerprint) of one entry of a leader's log.
-type LogFact = (Index, Term, Bytes);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadKind {
+    Lease,
+    ReadIndex,
+}
 
-/// A broken invariant, with enough context to debug it.
-#[derive(Debug)]
-pub struct Violation(pub String);
+/// A read in progress, and what it must see.
+#[derive(Clone, Debug)]
+struct ReadRecord {
+    kind: ReadKind,
+    node: ReplicaId,
+    /// The highest commit index anywhere when the read began (in real
+    /// time): a linearizable read must return at least this state.
+    required: Index,
+}
 
 pub struct Sim {
     pub rng: Rng,
     pub seed: u64,
     pub nodes: BTreeMap<ReplicaId, Node>,
-    network: Vec<InFlight>,
-    /// Directed links that drop everything: (from, to).
-    pub cut: BTreeSet<(ReplicaId, ReplicaId)>,
+    pub net: Network,
     pub faults: Faults,
+    pub engine: EngineModel,
+    /// Simulated real time.
     pub now: u64,
     pub next_replica_id: ReplicaId,
     next_proposal: u64,
     next_read: u64,
-
-    // ---- invariant bookkeeping ----
-    /// term -> leader seen in that term (Election Safety).
-    leaders_by_term: HashMap<Term, ReplicaId>,
-    /// (leader, term) -> the leader's log (index, term, payload) when last
-    /// seen, to check Leader Append-Only.
-    leader_logs: HashMap<(ReplicaId, Term), Vec<LogFact>>,
-    /// (index, term) -> (payload, previous entry's term) over all logs
-    /// (Log Matching, checked inductively).
-    entry_facts: HashMap<(Index, Term), (Bytes, Term)>,
-    /// index -> (term, payload) of entries known committed, and the term
-    /// of the replica that first saw it committed (≥ the commit's term).
-    committed: BTreeMap<Index, (Term, Bytes, Term)>,
-    /// index -> (kind, payload) applied by anyone (State Machine Safety).
-    applied_global: BTreeMap<Index, Bytes>,
+    pub checker: Checker,
     /// proposal id -> (proposer, index).
     proposals: HashMap<u64, (ReplicaId, Index)>,
     /// Highest index of a write acknowledged to its client.
     pub max_acked_index: Index,
     pub acked_writes: u64,
-    /// read id -> max_acked_index when the read began.
-    reads: HashMap<u64, Index>,
-    pub reads_completed: u64,
-    pub lease_reads_checked: u64,
+    reads: HashMap<u64, ReadRecord>,
     pub steps: u64,
     pub stats: Stats,
     pub config_template: Config,
-}
-
-pub fn payload(id: u64) -> Bytes {
-    Bytes::from(id.to_le_bytes().to_vec())
+    /// Tick interval range of new replicas; `None`: lockstep.
+    pub clock_range: Option<(u64, u64)>,
+    /// Each replica ticks at one end of `clock_range` exactly.
+    pub two_speeds: bool,
+    /// Chance that a new replica applies late.
+    pub lag_apply_percent: u64,
+    /// Leaders quiesce after every tick when idle, as the engine's do.
+    pub auto_quiesce: bool,
+    /// `EngineModel::SkipsQuiesced`: chance that a peer-down report wakes
+    /// a group the lost peer led.
+    pub peer_down_wake_percent: u64,
+    last_leader: Option<ReplicaId>,
 }
 
 impl Sim {
-    /// A group of `voters` replicas with ids 1..=voters.
+    /// A group of `voters` replicas with ids 1..=voters, lockstep clocks.
     pub fn new(seed: u64, voters: u64, faults: Faults) -> Sim {
         Self::with_config(seed, voters, faults, Config::default())
     }
@@ -219,36 +183,94 @@ impl Sim {
             rng: Rng::new(seed),
             seed,
             nodes: BTreeMap::new(),
-            network: Vec::new(),
-            cut: BTreeSet::new(),
+            net: Network::default(),
             faults,
+            engine: EngineModel::TicksQuiesced,
             now: 0,
             next_replica_id: voters + 1,
             next_proposal: 1,
             next_read: 1,
-            leaders_by_term: HashMap::new(),
-            leader_logs: HashMap::new(),
-            entry_facts: HashMap::new(),
-            committed: BTreeMap::new(),
-            applied_global: BTreeMap::new(),
+            checker: Checker::new(ConfState::with_voters(1..=voters), BOOTSTRAP_INDEX),
             proposals: HashMap::new(),
             max_acked_index: 0,
             acked_writes: 0,
             reads: HashMap::new(),
-            reads_completed: 0,
-            lease_reads_checked: 0,
             steps: 0,
             stats: Stats::default(),
             config_template,
+            clock_range: None,
+            two_speeds: false,
+            lag_apply_percent: 0,
+            auto_quiesce: false,
+            peer_down_wake_percent: 100,
+            last_leader: None,
         };
         for id in 1..=voters {
             let store = MemStore::new_with_voters(1..=voters);
             sim.add_node(id, store);
             if let Some(node) = sim.nodes.get_mut(&id) {
-                node.sm.applied = flotilla_raftgroup::BOOTSTRAP_INDEX;
+                node.sm.applied = BOOTSTRAP_INDEX;
             }
         }
         sim
+    }
+
+    /// Give every replica a clock whose tick interval lies in
+    /// `[interval_min, interval_max]`, each out of step with the others.
+    pub fn set_clocks(&mut self, interval_min: u64, interval_max: u64) {
+        self.clock_range = Some((interval_min, interval_max));
+        let ids: Vec<ReplicaId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let clock = self.new_clock();
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.clock = clock;
+            }
+        }
+    }
+
+    /// Give every replica a clock that ticks exactly every `fast` or every
+    /// `slow` (at random): the worst case for a lease is a slow leader
+    /// among fast voters.
+    pub fn set_clocks_two_speeds(&mut self, fast: u64, slow: u64) {
+        self.clock_range = Some((fast, slow));
+        self.two_speeds = true;
+        let ids: Vec<ReplicaId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let clock = self.new_clock();
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.clock = clock;
+            }
+        }
+    }
+
+    /// A clock for a new replica: its own rate range inside the sim's.
+    fn new_clock(&mut self) -> Clock {
+        match self.clock_range {
+            None => Clock::lockstep(self.now - self.now % TICK),
+            Some((low, high)) if self.two_speeds => {
+                let interval = if self.rng.chance(50) { low } else { high };
+                Clock::new(interval, interval, self.now, &mut self.rng)
+            }
+            Some((low, high)) => {
+                let a = self.rng.between(low, high);
+                let b = self.rng.between(low, high);
+                Clock::new(a.min(b), a.max(b), self.now, &mut self.rng)
+            }
+        }
+    }
+
+    /// Make apply lag on every replica (and on those added later).
+    pub fn set_lagging_apply(&mut self, percent: u64) {
+        self.lag_apply_percent = percent;
+        let ids: Vec<ReplicaId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let lag = self.rng.chance(percent);
+            let delay = self.rng.between(1, 3 * TICK * 20);
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.lag_apply = lag;
+                node.apply_delay_max = delay;
+            }
+        }
     }
 
     fn config_for(&self, id: ReplicaId, applied: Index) -> Config {
@@ -266,7 +288,11 @@ impl Sim {
 
     fn add_node(&mut self, id: ReplicaId, store: MemStore) {
         let config = self.config_for(id, 0);
+        let durable_hard_state = store.hard_state();
         let group = RaftGroup::new(config, store).expect("valid config");
+        let clock = self.new_clock();
+        let lag_apply = self.rng.chance(self.lag_apply_percent);
+        let apply_delay_max = self.rng.between(1, 3 * TICK * 20);
         self.nodes.insert(
             id,
             Node {
@@ -275,14 +301,33 @@ impl Sim {
                 stored: None,
                 sm: StateMachine::default(),
                 removed: false,
+                clock,
+                paused_until: None,
+                lease_blocked_until: 0,
+                durable_hard_state,
+                lag_apply,
+                apply_delay_max,
+                apply_queue: VecDeque::new(),
+                next_apply_at: 0,
+                confirmed_reads: Vec::new(),
             },
         );
     }
 
+    /// Replicas that are up (running or paused) and members.
     pub fn live_ids(&self) -> Vec<ReplicaId> {
         self.nodes
             .values()
             .filter(|n| n.group.is_some() && !n.removed)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Live replicas that are not paused.
+    pub fn running_ids(&self) -> Vec<ReplicaId> {
+        self.nodes
+            .values()
+            .filter(|n| n.running())
             .map(|n| n.id)
             .collect()
     }
@@ -295,6 +340,18 @@ impl Sim {
             .collect()
     }
 
+    pub fn paused_ids(&self) -> Vec<ReplicaId> {
+        self.nodes
+            .values()
+            .filter(|n| n.group.is_some() && !n.removed && n.paused_until.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn is_running(&self, id: ReplicaId) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.running())
+    }
+
     pub fn group(&self, id: ReplicaId) -> Option<&RaftGroup<MemStore>> {
         self.nodes.get(&id).and_then(|n| n.group.as_ref())
     }
@@ -303,9 +360,9 @@ impl Sim {
         self.nodes.get_mut(&id).and_then(|n| n.group.as_mut())
     }
 
-    /// The current leader with the highest term, if any live.
+    /// The running leader with the highest term, if any.
     pub fn leader(&self) -> Option<ReplicaId> {
-        self.live_ids()
+        self.running_ids()
             .into_iter()
             .filter_map(|id| {
                 self.group(id)
@@ -318,7 +375,6 @@ impl Sim {
 
     // ------------------------------------------------------------ faults
 
-    /// Crash a node: everything not persisted is lost.
     /// Quiesce the leader if the group is idle.
     pub fn quiesce_leader(&mut self) -> bool {
         let quiesced = match self.leader() {
@@ -331,8 +387,7 @@ impl Sim {
         quiesced
     }
 
-    /// What the engine does when the transport reports a node down: wake
-    /// every replica so a hibernating group can elect a new leader.
+    /// Wake every replica (a test's hand, not the engine's).
     pub fn wake_all(&mut self) {
         for id in self.live_ids() {
             if let Some(g) = self.group_mut(id) {
@@ -341,30 +396,59 @@ impl Sim {
         }
     }
 
-    pub fn crash(&mut self, id: ReplicaId) {
-        if let Some(node) = self.nodes.get_mut(&id) {
-            if let Some(group) = node.group.take() {
-                self.stats.crashes += 1;
-                node.stored = Some(group.store().clone());
+    /// The transport reports `down` unreachable. The engine wakes the
+    /// groups it led, but the report is lossy (`peer_down_wake_percent`);
+    /// under the core's contract nothing is woken from outside.
+    pub fn peer_down(&mut self, down: ReplicaId) {
+        if self.engine != EngineModel::SkipsQuiesced {
+            return;
+        }
+        for id in self.live_ids() {
+            if id == down || !self.rng.chance(self.peer_down_wake_percent) {
+                continue;
+            }
+            if let Some(g) = self.group_mut(id) {
+                if g.leader() == down {
+                    g.wake_up();
+                }
             }
         }
+    }
+
+    /// Crash a node: what was not durable is lost (unsynced writes with
+    /// `lose_unsynced_percent`), and so are its queued applies and reads.
+    pub fn crash(&mut self, id: ReplicaId) {
+        let lose = self.rng.chance(self.faults.lose_unsynced_percent);
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if let Some(group) = node.group.take() {
+            self.stats.crashes += 1;
+            self.checker.note_commit(group.commit_index());
+            let mut store = group.store().clone();
+            if lose && store.hard_state() != node.durable_hard_state {
+                store.set_hard_state(node.durable_hard_state);
+                self.stats.unsynced_lost += 1;
+            }
+            node.stored = Some(store);
+        }
+        node.apply_queue.clear();
+        node.paused_until = None;
+        for (read, _) in std::mem::take(&mut node.confirmed_reads) {
+            self.reads.remove(&read);
+        }
+        self.reads.retain(|_, r| r.node != id);
         // Messages it sent are still in flight (they left the machine);
         // those addressed to it are lost with it, and a snapshot sender
         // learns of the failure (as the transport would tell it).
-        let lost: Vec<InFlight> = self
-            .network
-            .iter()
-            .filter(|f| f.message.to == id)
-            .cloned()
-            .collect();
-        self.network.retain(|f| f.message.to != id);
-        for f in lost {
-            if matches!(f.message.body, MessageBody::InstallSnapshot { .. }) {
-                if let Some(g) = self.group_mut(f.message.from) {
+        for m in self.net.remove_to(id) {
+            if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+                if let Some(g) = self.group_mut(m.from) {
                     g.report_snapshot(id, false);
                 }
             }
         }
+        self.peer_down(id);
     }
 
     pub fn restart(&mut self, id: ReplicaId) {
@@ -373,52 +457,83 @@ impl Sim {
             _ => return,
         };
         let config = self.config_for(id, applied);
+        let now = self.now;
         let node = self.nodes.get_mut(&id).expect("checked above");
         let store = node.stored.take().unwrap_or_default();
+        node.durable_hard_state = store.hard_state();
         node.group = Some(RaftGroup::new(config, store).expect("restart from persisted state"));
+        node.clock.restart_at(now, &mut self.rng);
+        node.lease_blocked_until = 0;
     }
 
-    /// Split the live nodes in two random sides; nothing crosses.
+    /// Stop a node (SIGSTOP, a VM pause) for `duration` of real time: no
+    /// ticks, no messages handled, no work; it resumes where it was.
+    pub fn pause(&mut self, id: ReplicaId, duration: u64) {
+        let now = self.now;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if node.running() {
+                node.paused_until = Some(now + duration.max(1));
+                self.stats.pauses += 1;
+            }
+        }
+    }
+
+    fn resume(&mut self, id: ReplicaId) {
+        let now = self.now;
+        let emax = u64::from(self.config_template.ticks_election_max);
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        node.paused_until = None;
+        // The engine's detector: after a gap of more than two ticks, no
+        // lease is trusted for an election timeout of real time.
+        if now - node.clock.last_tick_at > 2 * TICK {
+            node.lease_blocked_until = now + emax * TICK;
+        }
+        node.clock.restart_at(now, &mut self.rng);
+        node.next_apply_at = node.next_apply_at.max(now);
+    }
+
+    /// Split the nodes in two random sides; nothing crosses.
     pub fn partition_random(&mut self) {
         let ids: Vec<ReplicaId> = self.nodes.keys().copied().collect();
-        let side: BTreeSet<ReplicaId> = ids
-            .iter()
-            .copied()
-            .filter(|_| self.rng.chance(50))
-            .collect();
-        for &a in &ids {
-            for &b in &ids {
-                if a != b && side.contains(&a) != side.contains(&b) {
-                    self.cut.insert((a, b));
-                }
-            }
+        self.net.partition_random(&ids, &mut self.rng);
+        for id in ids {
+            self.peer_down(id);
         }
     }
 
     /// Cut one direction of one link.
     pub fn cut_one_way(&mut self, from: ReplicaId, to: ReplicaId) {
-        self.cut.insert((from, to));
+        self.net.cut.insert((from, to));
     }
 
     /// Isolate one node in both directions.
     pub fn isolate(&mut self, id: ReplicaId) {
         let ids: Vec<ReplicaId> = self.nodes.keys().copied().collect();
-        for other in ids {
-            if other != id {
-                self.cut.insert((id, other));
-                self.cut.insert((other, id));
-            }
-        }
+        self.net.isolate(id, &ids);
+        self.peer_down(id);
     }
 
     pub fn heal(&mut self) {
-        self.cut.clear();
+        self.net.heal();
     }
 
     // ----------------------------------------------------------- actions
 
+    /// Can a client request at `id` reach its Raft group? The engine
+    /// answers `NotLeader` on a follower before calling into Raft.
+    fn request_reaches(&self, id: ReplicaId) -> bool {
+        self.is_running(id)
+            && (self.engine != EngineModel::SkipsQuiesced
+                || self.group(id).is_some_and(|g| g.is_leader()))
+    }
+
     /// Propose a fresh payload at `id`. Returns its proposal id if accepted.
     pub fn propose(&mut self, id: ReplicaId) -> Option<u64> {
+        if !self.request_reaches(id) {
+            return None;
+        }
         let proposal = self.next_proposal;
         let group = self.group_mut(id)?;
         match group.propose(payload(proposal)) {
@@ -431,10 +546,23 @@ impl Sim {
         }
     }
 
-    /// Start a linearizable read at `id`.
+    /// The highest commit index anywhere, now.
+    pub fn max_commit_now(&mut self) -> Index {
+        for node in self.nodes.values() {
+            if let Some(g) = &node.group {
+                self.checker.note_commit(g.commit_index());
+            }
+        }
+        self.checker.max_commit
+    }
+
+    /// Start a ReadIndex read at `id`.
     pub fn read(&mut self, id: ReplicaId) -> bool {
+        if !self.request_reaches(id) {
+            return false;
+        }
         let read = self.next_read;
-        let at_start = self.max_acked_index;
+        let required = self.max_commit_now();
         let Some(group) = self.group_mut(id) else {
             return false;
         };
@@ -443,11 +571,59 @@ impl Sim {
             .is_ok()
         {
             self.next_read += 1;
-            self.reads.insert(read, at_start);
+            self.reads.insert(
+                read,
+                ReadRecord {
+                    kind: ReadKind::ReadIndex,
+                    node: id,
+                    required,
+                },
+            );
             true
         } else {
             false
         }
+    }
+
+    /// A read in lease mode at `id`, as the engine serves it: the lease if
+    /// the tick-gap detector trusts it and the core grants it, ReadIndex
+    /// otherwise. The read must return a state at least as new as every
+    /// commit anywhere before it began.
+    pub fn lease_read(&mut self, id: ReplicaId) -> Result<bool, Violation> {
+        if !self.is_running(id) || !self.group(id).is_some_and(|g| g.is_leader()) {
+            return Ok(false);
+        }
+        let required = self.max_commit_now();
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("running");
+        let group = node.group.as_ref().expect("running");
+        let lease = if now >= node.lease_blocked_until {
+            group.lease_read_index()
+        } else {
+            None
+        };
+        let Some(index) = lease else {
+            return Ok(self.read(id));
+        };
+        if index < required {
+            return Err(Violation(format!(
+                "lease read on leader {id} (term {}) at index {index}, but index {required} was committed before the read began",
+                group.term()
+            )));
+        }
+        let read = self.next_read;
+        self.next_read += 1;
+        node.confirmed_reads.push((read, index));
+        self.reads.insert(
+            read,
+            ReadRecord {
+                kind: ReadKind::Lease,
+                node: id,
+                required,
+            },
+        );
+        self.serve_reads(id)?;
+        Ok(true)
     }
 
     /// Add a new learner (fresh replica id) through the leader.
@@ -482,60 +658,159 @@ impl Sim {
     }
 
     /// Compact `id`'s log up to what it applied.
-    pub fn compact(&mut self, id: ReplicaId) {
-        let Some(node) = self.nodes.get_mut(&id) else {
-            return;
-        };
-        let sm = node.sm.clone();
+    pub fn compact(&mut self, id: ReplicaId) -> Result<(), Violation> {
+        self.compact_at(id, false)
+    }
+
+    /// Compact `id`'s log, mostly up to what it applied, sometimes to an
+    /// earlier index.
+    pub fn compact_random(&mut self, id: ReplicaId) -> Result<(), Violation> {
+        let earlier = self.rng.chance(30);
+        self.compact_at(id, earlier)
+    }
+
+    /// Compact up to what `id` applied or (`earlier`) to a random index
+    /// before it. The snapshot must carry the configuration of its own
+    /// index.
+    fn compact_at(&mut self, id: ReplicaId, earlier: bool) -> Result<(), Violation> {
+        if !self.is_running(id) {
+            return Ok(());
+        }
+        let node = self.nodes.get_mut(&id).expect("running");
+        let applied = node.sm.applied;
+        let group = node.group.as_mut().expect("running");
+        if applied == 0 || applied != group.applied_index() {
+            return Ok(());
+        }
+        let first = group.first_index();
+        let mut index = applied;
+        if earlier && applied > first {
+            index = first + self.rng.below(applied - first);
+        }
+        let mut result = group.compact(index, node.sm.at(index).encode());
+        if result.is_err() && index != applied {
+            result = group.compact(applied, node.sm.encode());
+        }
+        if result.is_ok() {
+            let snapshot = group.store().last_snapshot().clone();
+            self.checker.check_snapshot(id, &snapshot)?;
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------- time, events
+
+    /// One nominal tick of real time.
+    pub fn tick_all(&mut self) -> Result<(), Violation> {
+        self.advance_to(self.now + TICK)
+    }
+
+    /// Advance real time by `duration`, handling every tick, delivery and
+    /// apply in time order, then check every invariant.
+    pub fn advance_by(&mut self, duration: u64) -> Result<(), Violation> {
+        self.advance_to(self.now + duration)
+    }
+
+    pub fn advance_to(&mut self, until: u64) -> Result<(), Violation> {
+        loop {
+            self.process_readies()?;
+            match self.next_event() {
+                Some(at) if at <= until => {
+                    self.now = self.now.max(at);
+                    self.run_events()?;
+                    self.process_readies()?;
+                    self.check_leaders()?;
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(until);
+        self.check()
+    }
+
+    fn next_event(&self) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut earliest = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
+        for node in self.nodes.values() {
+            if node.group.is_none() || node.removed {
+                continue;
+            }
+            if let Some(until) = node.paused_until {
+                earliest(until);
+                continue;
+            }
+            earliest(node.clock.next_tick_at);
+            if node.lag_apply && !node.apply_queue.is_empty() {
+                earliest(node.next_apply_at);
+            }
+        }
+        let nodes = &self.nodes;
+        if let Some(t) = self.net.next_due(|to| !is_paused(nodes, to)) {
+            earliest(t);
+        }
+        next
+    }
+
+    fn run_events(&mut self) -> Result<(), Violation> {
+        let now = self.now;
+        let resumed: Vec<ReplicaId> = self
+            .nodes
+            .values()
+            .filter(|n| n.paused_until.is_some_and(|t| t <= now))
+            .map(|n| n.id)
+            .collect();
+        for id in resumed {
+            self.resume(id);
+        }
+        for id in self.running_ids() {
+            if self.is_running(id) && self.nodes[&id].clock.next_tick_at <= now {
+                self.tick_node(id);
+            }
+        }
+        let nodes = &self.nodes;
+        let due = self
+            .net
+            .take_due(now, |to| !is_paused(nodes, to), &mut self.rng);
+        for message in due {
+            self.deliver(message)?;
+        }
+        for id in self.running_ids() {
+            let node = &self.nodes[&id];
+            if node.running()
+                && node.lag_apply
+                && !node.apply_queue.is_empty()
+                && node.next_apply_at <= now
+            {
+                self.apply_some(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's ticker fires: the engine ticks the group (unless its
+    /// model skips quiesced groups) and quiesces an idle leader.
+    fn tick_node(&mut self, id: ReplicaId) {
+        let skip_quiesced = self.engine == EngineModel::SkipsQuiesced;
+        let auto_quiesce = self.auto_quiesce;
+        let node = self.nodes.get_mut(&id).expect("running");
+        node.clock.ticked(&mut self.rng);
         let Some(group) = node.group.as_mut() else {
             return;
         };
-        let applied = sm.applied;
-        if applied == 0 || applied > group.applied_index() {
+        if skip_quiesced && group.is_quiescent() {
             return;
         }
-        let _ = group.compact(applied, sm.encode());
-    }
-
-    /// One tick for every live node.
-    pub fn tick_all(&mut self) {
-        self.now += 1;
-        for id in self.live_ids() {
-            if let Some(g) = self.group_mut(id) {
-                g.tick();
-            }
+        group.tick();
+        if auto_quiesce && group.is_leader() && !group.is_quiescent() && group.quiesce() {
+            self.stats.quiesces += 1;
         }
-    }
-
-    /// Deliver every message due now (random order = reordering).
-    pub fn deliver_due(&mut self) -> Result<(), Violation> {
-        let now = self.now;
-        let mut due: Vec<InFlight> = Vec::new();
-        let mut later: Vec<InFlight> = Vec::new();
-        for f in self.network.drain(..) {
-            if f.deliver_at <= now {
-                due.push(f);
-            } else {
-                later.push(f);
-            }
-        }
-        self.network = later;
-        // Shuffle.
-        for i in (1..due.len()).rev() {
-            let j = self.rng.below(i as u64 + 1) as usize;
-            due.swap(i, j);
-        }
-        for f in due {
-            self.deliver(f.message)?;
-        }
-        Ok(())
     }
 
     fn deliver(&mut self, message: Message) -> Result<(), Violation> {
         let (from, to) = (message.from, message.to);
         let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot { .. });
-        let lost = self.cut.contains(&(from, to))
-            || self.group(to).is_none()
+        let lost = self.net.is_cut(from, to)
+            || !self.is_running(to)
             || self.rng.chance(self.faults.drop_percent);
         if lost {
             self.stats.messages_dropped += 1;
@@ -547,7 +822,7 @@ impl Sim {
             return Ok(());
         }
         self.stats.messages_delivered += 1;
-        let group = self.group_mut(to).expect("checked live");
+        let group = self.group_mut(to).expect("checked running");
         if let Err(e) = group.step(message) {
             return Err(Violation(format!(
                 "replica {to} refused a message from {from}: {e}"
@@ -562,26 +837,26 @@ impl Sim {
     }
 
     fn enqueue(&mut self, message: Message) {
-        let delay = 1 + self.rng.below(self.faults.delay_ticks_max + 1);
         let copies = if self.rng.chance(self.faults.duplicate_percent) {
             2
         } else {
             1
         };
         for _ in 0..copies {
-            self.network.push(InFlight {
-                deliver_at: self.now + delay,
-                message: message.clone(),
-            });
+            let delay = self.faults.delay(&mut self.rng);
+            if delay > self.faults.delay_max {
+                self.stats.messages_delayed_long += 1;
+            }
+            self.net.send(message.clone(), self.now + delay);
         }
     }
 
-    /// Handle the Readies of every live node until none has one.
+    /// Handle the Readies of every running node until none has one.
     pub fn process_readies(&mut self) -> Result<(), Violation> {
         for _round in 0..16 {
             let mut any = false;
-            for id in self.live_ids() {
-                if self.group(id).is_some_and(|g| g.has_ready()) {
+            for id in self.running_ids() {
+                if self.is_running(id) && self.group(id).is_some_and(|g| g.has_ready()) {
                     any = true;
                     self.handle_ready(id)?;
                 }
@@ -593,70 +868,213 @@ impl Sim {
         Ok(())
     }
 
+    /// The engine's cycle for one group: send the early messages, persist
+    /// (snapshot, entries, hard state; sync when the Ready says so), send
+    /// the rest, apply or queue the committed entries, advance. A crash
+    /// may strike between any two of these.
     fn handle_ready(&mut self, id: ReplicaId) -> Result<(), Violation> {
-        let crash_mid = self.rng.chance(self.faults.crash_mid_ready_percent);
-        let Some(group) = self.group_mut(id) else {
-            return Ok(());
+        let crash_at = if self.rng.chance(self.faults.crash_mid_ready_percent) {
+            Some(CrashPoint::random(&mut self.rng))
+        } else {
+            None
         };
+        let crash_here = |point: CrashPoint| crash_at == Some(point);
+        let group = self.group_mut(id).expect("running");
         let mut ready = group.ready();
-        // Leader messages may leave before the local persist.
+        let lagging = group.applied_index() < group.commit_index();
+        let campaigns = ready.elections.campaigns + ready.elections.pre_campaigns;
+        if lagging && campaigns > 0 {
+            self.stats.lagging_apply_campaigns += u64::from(campaigns);
+        }
+        if ready.soft_state.is_some_and(|s| s.role == Role::Leader) {
+            self.note_new_leader(id);
+        }
         for m in std::mem::take(&mut ready.messages) {
             self.enqueue(m);
         }
-        if crash_mid {
-            // Crash before anything of this Ready was persisted.
+        if crash_here(CrashPoint::BeforePersist) {
             self.stats.crashes_mid_ready += 1;
             self.crash(id);
             return Ok(());
         }
-        let node = self.nodes.get_mut(&id).expect("live");
-        let group = node.group.as_mut().expect("live");
-        if let Some(ss) = ready.soft_state {
-            if ss.role == Role::Leader {
-                self.stats.leaders_elected += 1;
-            }
-        }
         if let Some(snapshot) = ready.snapshot.clone() {
+            // Entries of earlier Readies go first: the state machine must
+            // never go back.
+            self.drain_apply_queue(id)?;
+            if !self.is_running(id) {
+                return Ok(());
+            }
             self.stats.snapshots_installed += 1;
-            install_snapshot(&mut node.sm, &snapshot);
-            group
+            self.checker.check_snapshot(id, &snapshot)?;
+            let node = self.nodes.get_mut(&id).expect("running");
+            node.sm.install(&snapshot);
+            node.group
+                .as_mut()
+                .expect("running")
                 .store_mut()
                 .apply_snapshot(snapshot)
                 .map_err(|e| Violation(format!("replica {id}: snapshot persist failed: {e}")))?;
         }
+        let node = self.nodes.get_mut(&id).expect("running");
+        let group = node.group.as_mut().expect("running");
         group
             .store_mut()
             .append(&ready.entries)
             .map_err(|e| Violation(format!("replica {id}: append failed: {e}")))?;
+        if crash_here(CrashPoint::EntriesWithoutHardState) {
+            self.stats.crashes_mid_ready += 1;
+            self.stats.crashes_torn += 1;
+            self.crash(id);
+            return Ok(());
+        }
         if let Some(hs) = ready.hard_state {
             group.store_mut().set_hard_state(hs);
+        }
+        if ready.must_sync() {
+            node.durable_hard_state = group.store().hard_state();
+        }
+        if crash_here(CrashPoint::PersistedNotSent) {
+            self.stats.crashes_mid_ready += 1;
+            self.crash(id);
+            return Ok(());
         }
         for m in std::mem::take(&mut ready.messages_after_persist) {
             self.enqueue(m);
         }
-        // Apply.
-        let committed = std::mem::take(&mut ready.committed_entries);
-        for entry in committed {
-            self.apply(id, &entry)?;
-        }
         for rs in std::mem::take(&mut ready.read_states) {
             let read = u64::from_le_bytes(rs.context[..8].try_into().expect("8-byte read id"));
-            if let Some(at_start) = self.reads.remove(&read) {
-                if rs.index < at_start {
-                    return Err(Violation(format!(
-                        "read {read} at replica {id} served at index {} but a write at index {at_start} was acknowledged before it began",
-                        rs.index
-                    )));
-                }
-                self.reads_completed += 1;
+            let Some(record) = self.reads.get(&read) else {
+                continue;
+            };
+            if rs.index < record.required {
+                return Err(Violation(format!(
+                    "read {read} at replica {id} confirmed at index {}, but index {} was committed before it began",
+                    rs.index, record.required
+                )));
             }
+            let node = self.nodes.get_mut(&id).expect("running");
+            node.confirmed_reads.push((read, rs.index));
         }
         for context in std::mem::take(&mut ready.reads_dropped) {
             let read = u64::from_le_bytes(context[..8].try_into().expect("8-byte read id"));
             self.reads.remove(&read);
         }
-        if let Some(group) = self.group_mut(id) {
-            group.advance(ready);
+        let committed = std::mem::take(&mut ready.committed_entries);
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("running");
+        if node.lag_apply {
+            if node.apply_queue.is_empty() && !committed.is_empty() {
+                node.next_apply_at = now + self.rng.between(0, node.apply_delay_max);
+            }
+            self.stats.deferred_applies += committed.len() as u64;
+            node.apply_queue.extend(committed);
+            node.group.as_mut().expect("running").advance_append(ready);
+        } else {
+            for entry in committed {
+                self.apply(id, &entry)?;
+                if !self.is_running(id) {
+                    return Ok(());
+                }
+            }
+            if let Some(group) = self.group_mut(id) {
+                group.advance(ready);
+            }
+        }
+        if crash_here(CrashPoint::SentNotApplied) {
+            self.stats.crashes_mid_ready += 1;
+            self.crash(id);
+            return Ok(());
+        }
+        self.serve_reads(id)
+    }
+
+    fn note_new_leader(&mut self, id: ReplicaId) {
+        self.stats.leaders_elected += 1;
+        if let Some(previous) = self.last_leader.filter(|&p| p != id) {
+            let mine = self.nodes[&id].clock.mean_interval();
+            if self
+                .nodes
+                .get(&previous)
+                .is_some_and(|p| p.clock.mean_interval() > mine)
+            {
+                self.stats.skewed_elections += 1;
+            }
+        }
+        self.last_leader = Some(id);
+    }
+
+    /// Apply some of the queued entries and report them applied.
+    fn apply_some(&mut self, id: ReplicaId) -> Result<(), Violation> {
+        let queued = self.nodes[&id].apply_queue.len() as u64;
+        let count = self.rng.between(1, queued);
+        for _ in 0..count {
+            let Some(entry) = self
+                .nodes
+                .get_mut(&id)
+                .and_then(|n| n.apply_queue.pop_front())
+            else {
+                break;
+            };
+            self.apply(id, &entry)?;
+            if !self.is_running(id) {
+                return Ok(());
+            }
+        }
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("running");
+        let applied = node.sm.applied;
+        node.next_apply_at = now + self.rng.between(0, node.apply_delay_max);
+        if let Some(group) = node.group.as_mut() {
+            group.advance_apply_to(applied);
+        }
+        self.serve_reads(id)
+    }
+
+    fn drain_apply_queue(&mut self, id: ReplicaId) -> Result<(), Violation> {
+        while let Some(entry) = self
+            .nodes
+            .get_mut(&id)
+            .and_then(|n| n.apply_queue.pop_front())
+        {
+            self.apply(id, &entry)?;
+            if !self.is_running(id) {
+                return Ok(());
+            }
+        }
+        let node = self.nodes.get_mut(&id).expect("running");
+        let applied = node.sm.applied;
+        if let Some(group) = node.group.as_mut() {
+            group.advance_apply_to(applied);
+        }
+        Ok(())
+    }
+
+    /// Serve the confirmed reads whose index is applied: each returns a
+    /// state no older than every commit before it began.
+    fn serve_reads(&mut self, id: ReplicaId) -> Result<(), Violation> {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return Ok(());
+        };
+        let applied = node.sm.applied;
+        let (due, waiting): (Vec<ConfirmedRead>, Vec<ConfirmedRead>) =
+            std::mem::take(&mut node.confirmed_reads)
+                .into_iter()
+                .partition(|&(_, index)| index <= applied);
+        node.confirmed_reads = waiting;
+        for (read, _) in due {
+            let Some(record) = self.reads.remove(&read) else {
+                continue;
+            };
+            if applied < record.required {
+                return Err(Violation(format!(
+                    "{:?} read {read} at replica {id} returned the state at index {applied}, but index {} was committed before it began",
+                    record.kind, record.required
+                )));
+            }
+            match record.kind {
+                ReadKind::Lease => self.stats.lease_reads += 1,
+                ReadKind::ReadIndex => self.stats.read_index_reads += 1,
+            }
         }
         Ok(())
     }
@@ -669,42 +1087,41 @@ impl Sim {
                 entry.index, node.sm.applied
             )));
         }
-        let fingerprint = entry_fingerprint(entry);
-        match self.applied_global.get(&entry.index) {
-            Some(existing) if *existing != fingerprint => {
-                return Err(Violation(format!(
-                    "State Machine Safety: replica {id} applied a different entry at index {}",
-                    entry.index
-                )));
-            }
-            Some(_) => {}
-            None => {
-                self.applied_global.insert(entry.index, fingerprint);
-            }
-        }
+        self.checker.check_apply(id, entry)?;
         node.sm.applied = entry.index;
         match entry.kind {
             EntryKind::ConfChange => {
                 let change = ConfChange::decode(&entry.data).map_err(|e| {
                     Violation(format!("replica {id}: bad conf change payload: {e}"))
                 })?;
-                let group = node.group.as_mut().expect("live");
-                if let Ok(conf) = group.apply_conf_change(&change) {
-                    self.stats.conf_changes_applied += 1;
-                    group.store_mut().set_conf_state(conf.clone());
-                    if let ConfChange::Remove(removed) = change {
-                        if removed != id {
-                            // The leader-side applier garbage-collects the removed replica.
-                            if group.is_leader() {
-                                if let Some(n) = self.nodes.get_mut(&removed) {
-                                    n.removed = true;
-                                    n.group = None;
-                                }
-                                self.network.retain(|f| f.message.to != removed);
+                let Some(group) = node.group.as_mut() else {
+                    return Err(Violation(format!(
+                        "replica {id} applies index {} while down",
+                        entry.index
+                    )));
+                };
+                let outcome = group.apply_conf_change(&change).ok();
+                self.checker
+                    .check_conf_applied(id, entry.index, outcome.as_ref())?;
+                let Some(conf) = outcome else {
+                    return Ok(());
+                };
+                self.stats.conf_changes_applied += 1;
+                let is_leader = group.is_leader();
+                group.store_mut().set_conf_state(conf);
+                if let ConfChange::Remove(removed) = change {
+                    if removed != id {
+                        // The leader-side applier garbage-collects the
+                        // removed replica.
+                        if is_leader {
+                            if let Some(n) = self.nodes.get_mut(&removed) {
+                                n.removed = true;
+                                n.group = None;
                             }
-                        } else if let Some(n) = self.nodes.get_mut(&id) {
-                            n.removed = true;
+                            self.net.remove_to(removed);
                         }
+                    } else if let Some(n) = self.nodes.get_mut(&id) {
+                        n.removed = true;
                     }
                 }
             }
@@ -728,153 +1145,72 @@ impl Sim {
 
     // -------------------------------------------------------- invariants
 
+    /// At every event: one leader per term, and every lease the engine
+    /// would serve covers every commit so far.
+    fn check_leaders(&mut self) -> Result<(), Violation> {
+        let max_commit = self.max_commit_now();
+        let now = self.now;
+        for node in self.nodes.values() {
+            if !node.running() {
+                continue;
+            }
+            let group = node.group.as_ref().expect("running");
+            if !group.is_leader() {
+                continue;
+            }
+            self.checker.check_election_safety(node.id, group.term())?;
+            if now < node.lease_blocked_until {
+                continue;
+            }
+            if let Some(index) = group.lease_read_index() {
+                if index < max_commit {
+                    return Err(Violation(format!(
+                        "lease on leader {} (term {}) at index {index} misses index {max_commit}, committed elsewhere",
+                        node.id,
+                        group.term()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Check every safety property over the current state.
     pub fn check(&mut self) -> Result<(), Violation> {
         self.steps += 1;
-        let ids = self.live_ids();
-        for &id in &ids {
-            let Some(group) = self.group(id) else {
-                continue;
-            };
-            let first = group.first_index();
-            let last = group.last_index();
-            let commit = group.commit_index();
-            let term = group.term();
-            let is_leader = group.is_leader();
-            let entries = group
-                .log_entries(first, last + 1)
-                .map_err(|e| Violation(format!("replica {id}: cannot read its log: {e}")))?;
-            let before_first_term = group.log_term(first - 1).unwrap_or(0);
-            let lease_index = group.lease_read_index();
-
-            // Log Matching, inductively: an (index, term) pair always has
-            // the same payload and the same previous term.
-            let mut prev_term = before_first_term;
-            for e in &entries {
-                let fact = (entry_fingerprint(e), prev_term);
-                match self.entry_facts.get(&(e.index, e.term)) {
-                    Some(existing) if *existing != fact => {
-                        return Err(Violation(format!(
-                            "Log Matching: replica {id} holds a different entry at index {} term {}",
-                            e.index, e.term
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.entry_facts.insert((e.index, e.term), fact);
-                    }
-                }
-                prev_term = e.term;
-            }
-
-            // Committed entries are facts: they never change.
-            for e in entries.iter().filter(|e| e.index <= commit) {
-                let fact = (e.term, entry_fingerprint(e), term);
-                match self.committed.get(&e.index) {
-                    Some(existing) if (existing.0, &existing.1) != (fact.0, &fact.1) => {
-                        return Err(Violation(format!(
-                            "replica {id} commits a different entry at index {} (term {} vs {})",
-                            e.index, e.term, existing.0
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.committed.insert(e.index, fact);
-                    }
-                }
-            }
-
-            if is_leader {
-                // Election Safety.
-                match self.leaders_by_term.get(&term) {
-                    Some(&other) if other != id => {
-                        return Err(Violation(format!(
-                            "Election Safety: replicas {other} and {id} both lead term {term}"
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.leaders_by_term.insert(term, id);
-                    }
-                }
-                // Leader Append-Only.
-                let now_log: Vec<LogFact> = entries
-                    .iter()
-                    .map(|e| (e.index, e.term, entry_fingerprint(e)))
-                    .collect();
-                if let Some(before) = self.leader_logs.get(&(id, term)) {
-                    for (index, t, fp) in before {
-                        if *index < first {
-                            continue;
-                        }
-                        let now = now_log.get((*index - first) as usize);
-                        if now.map(|(_, nt, nfp)| (nt, nfp)) != Some((t, fp)) {
-                            return Err(Violation(format!(
-                                "Leader Append-Only: leader {id} of term {term} changed or lost its entry at index {index}"
-                            )));
-                        }
-                    }
-                }
-                // Leader Completeness: every entry committed in an earlier
-                // term is in the log.
-                for (&index, (t, fp, seen_in)) in self.committed.range(first..) {
-                    if *seen_in >= term {
-                        continue;
-                    }
-                    let found = now_log.get((index - first) as usize);
-                    if found.map(|(_, nt, nfp)| (nt, nfp)) != Some((t, fp)) {
-                        return Err(Violation(format!(
-                            "Leader Completeness: leader {id} of term {term} lacks committed entry {index} (term {t})"
-                        )));
-                    }
-                }
-                self.leader_logs.insert((id, term), now_log);
-
-                // Lease reads must see every acknowledged write.
-                if let Some(index) = lease_index {
-                    self.lease_reads_checked += 1;
-                    if index < self.max_acked_index {
-                        return Err(Violation(format!(
-                            "lease read on leader {id} (term {term}) at index {index} misses acknowledged write at index {}",
-                            self.max_acked_index
-                        )));
-                    }
-                }
-            }
+        for id in self.live_ids() {
+            let node = &self.nodes[&id];
+            let group = node.group.as_ref().expect("live");
+            self.checker.check_replica(id, group)?;
         }
-        Ok(())
+        self.check_leaders()
     }
 
-    /// One step of the run: deliver, process, check.
+    /// Handle whatever is due now, then check.
     pub fn settle(&mut self) -> Result<(), Violation> {
-        self.process_readies()?;
-        self.deliver_due()?;
-        self.process_readies()?;
-        self.check()
+        self.advance_to(self.now)
     }
 
-    /// Run `ticks` ticks with no new faults, settling after each.
+    /// Run `ticks` nominal ticks with no new faults.
     pub fn run_ticks(&mut self, ticks: u64) -> Result<(), Violation> {
         for _ in 0..ticks {
-            self.tick_all();
-            self.settle()?;
+            self.tick_all()?;
         }
         Ok(())
     }
 
-    /// Tick until some replica leads (bounded). Returns it.
+    /// Run until some replica leads (bounded). Returns it.
     pub fn elect(&mut self, ticks_max: u64) -> Result<Option<ReplicaId>, Violation> {
         for _ in 0..ticks_max {
             if let Some(leader) = self.leader() {
                 return Ok(Some(leader));
             }
-            self.tick_all();
-            self.settle()?;
+            self.tick_all()?;
         }
         Ok(self.leader())
     }
 
-    /// The payload a replica's state machine applied at `index`, if any.
+    /// The payloads a replica's state machine applied, with their index.
     pub fn applied_payloads(&self, id: ReplicaId) -> Vec<(Index, Bytes)> {
         self.nodes
             .get(&id)
@@ -887,10 +1223,10 @@ impl Sim {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.network.len()
+        self.net.len()
     }
 
-    /// Is proposal `id` applied at a majority of the current voters?
+    /// Is proposal `id` applied at every live replica?
     pub fn committed_everywhere(&self, proposal: u64) -> bool {
         let wanted = payload(proposal);
         self.live_ids()
@@ -904,36 +1240,33 @@ impl Sim {
     }
 }
 
-fn install_snapshot(sm: &mut StateMachine, snapshot: &Snapshot) {
-    let mut restored = StateMachine::decode(&snapshot.data);
-    restored.applied = snapshot.meta.index;
-    *sm = restored;
+fn is_paused(nodes: &BTreeMap<ReplicaId, Node>, id: ReplicaId) -> bool {
+    nodes.get(&id).is_some_and(|n| n.paused_until.is_some())
 }
 
-/// Kind and payload of an entry, as compared across replicas.
-fn entry_fingerprint(entry: &Entry) -> Bytes {
-    let mut out = Vec::with_capacity(entry.data.len() + 1);
-    out.push(entry.kind.to_u8());
-    out.extend_from_slice(&entry.data);
-    Bytes::from(out)
-}
-
-/// The roles of all live replicas, for failure messages.
+/// The state of every replica, for failure messages.
 pub fn describe(sim: &Sim) -> String {
     let mut out = String::new();
-    for id in sim.nodes.keys() {
-        match sim.group(*id) {
+    for (id, node) in &sim.nodes {
+        let clock = format!(
+            "clock {}..={}",
+            node.clock.interval_min, node.clock.interval_max
+        );
+        match &node.group {
             Some(g) => {
                 let s = g.status();
                 out.push_str(&format!(
-                    "  replica {id}: {:?} term {} leader {} commit {} applied {} log {}..={} voters {:?} learners {:?}\n",
-                    s.role, s.term, s.leader, s.commit, s.applied, s.first_index, s.last_index,
-                    s.conf_state.voters, s.conf_state.learners
+                    "  replica {id}: {:?} term {} leader {} commit {} applied {} (sm {}, queued {}) log {}..={} voters {:?} learners {:?} quiesced {} {clock}{}{}\n",
+                    s.role, s.term, s.leader, s.commit, s.applied, node.sm.applied,
+                    node.apply_queue.len(), s.first_index, s.last_index,
+                    s.conf_state.voters, s.conf_state.learners, s.quiesced,
+                    if node.paused_until.is_some() { " PAUSED" } else { "" },
+                    if node.removed { " removed" } else { "" },
                 ));
             }
             None => out.push_str(&format!(
-                "  replica {id}: down (removed: {})\n",
-                sim.nodes[id].removed
+                "  replica {id}: down (removed: {}) {clock}\n",
+                node.removed
             )),
         }
     }

@@ -400,3 +400,138 @@ fn election_votes_at_most_once_per_term() {
     g.step(vote_request(1, 3, 7, last)).unwrap();
     assert!(the_vote_answer(&take_ready(&mut g)).3);
 }
+
+/// M2: a single voter elects itself within one step; nothing it sends in
+/// its new term may leave before the term and vote are durable. Its
+/// appends to a learner used to go out at once: after a crash before the
+/// persist it could lead the same term again and put other entries at the
+/// same indexes, which the learner, matching by term, would keep.
+#[test]
+fn election_m2_a_single_voter_sends_nothing_before_its_term_is_durable() {
+    let mut store = MemStore::new_with_voters([1]);
+    store.set_conf_state(flotilla_raftgroup::ConfState {
+        voters: vec![1],
+        learners: vec![2],
+    });
+    let mut g = RaftGroup::new(Config::new(1), store).unwrap();
+    g.campaign().unwrap();
+    assert!(g.is_leader(), "a single voter wins at once");
+    let ready = g.ready();
+    let hs = ready.hard_state.expect("a new term and vote to persist");
+    assert_eq!((hs.term, hs.vote), (BOOTSTRAP_TERM + 1, 1));
+    assert!(ready.must_sync());
+    assert!(
+        ready.messages.is_empty(),
+        "sent before the persist: {:?}",
+        ready.messages
+    );
+    assert!(ready
+        .messages_after_persist
+        .iter()
+        .any(|m| m.to == 2 && matches!(m.body, MessageBody::Append { .. })));
+    g.store_mut().append(&ready.entries).unwrap();
+    g.store_mut().set_hard_state(hs);
+    g.advance(ready);
+    // Once the term is durable, a leader's appends go early again.
+    g.step(Message {
+        from: 2,
+        to: 1,
+        term: hs.term,
+        body: MessageBody::AppendResponse {
+            reject: false,
+            index: BOOTSTRAP_INDEX + 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    })
+    .unwrap();
+    g.propose(bytes("x")).unwrap();
+    let ready = g.ready();
+    assert!(ready
+        .messages
+        .iter()
+        .any(|m| m.to == 2 && matches!(m.body, MessageBody::Append { .. })));
+}
+
+/// M1: a replica with a committed configuration change it has not applied
+/// yet does not campaign (etcd's `hasUnappliedConfChanges`): it would
+/// count votes under the configuration before the change, and two such
+/// changes back to back can elect a leader that lacks a committed entry.
+/// Once the change is applied, it campaigns.
+#[test]
+fn election_m1_no_campaign_while_a_committed_conf_change_is_unapplied() {
+    let mut store = MemStore::new_with_voters([1, 2, 3]);
+    store
+        .append(&[
+            Entry::new(6, 6, Bytes::new()),
+            Entry {
+                term: 6,
+                index: 7,
+                kind: EntryKind::ConfChange,
+                data: ConfChange::AddVoter(4).encode(),
+            },
+        ])
+        .unwrap();
+    store.set_hard_state(HardState {
+        term: 6,
+        vote: 0,
+        commit: 7,
+    });
+    let config = Config {
+        applied: 6,
+        pre_vote: false,
+        ..Config::new(1)
+    };
+    let mut g = RaftGroup::new(config, store).unwrap();
+    assert_eq!(
+        g.campaign(),
+        Err(Error::ConfChangePending { index: 7 }),
+        "refused"
+    );
+    // Its election timer fires again and again: still no campaign. The
+    // entries to apply are handed out but held (the engine's held
+    // entries): advance_append only.
+    let ready = g.ready();
+    assert_eq!(ready.committed_entries.len(), 1, "index 7 to apply");
+    let held = ready.committed_entries.clone();
+    g.advance_append(ready);
+    for _ in 0..60 {
+        g.tick();
+        let ready = g.ready();
+        assert_eq!(ready.elections, ElectionEvents::default(), "no campaign");
+        g.advance(ready);
+    }
+    assert_eq!(g.role(), Role::Follower);
+    // Applied: it campaigns, with four voters.
+    let change = ConfChange::decode(&held[0].data).unwrap();
+    g.apply_conf_change(&change).unwrap();
+    g.advance_apply_to(7);
+    g.campaign().unwrap();
+    assert_eq!(g.role(), Role::Candidate);
+    let ready = g.ready();
+    let asked: BTreeSet<ReplicaId> = ready
+        .messages_after_persist
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::RequestVote { .. }))
+        .map(|m| m.to)
+        .collect();
+    assert_eq!(asked, BTreeSet::from([2, 3, 4]));
+}
+
+/// m6: `NotMember` is for the application; Raft ignores it entirely. It
+/// used to go through the term rules first, so a higher-term one bumped
+/// the term and forgot the vote and the leader.
+#[test]
+fn election_m6_not_member_changes_no_term() {
+    let mut g = lone(2, |_| {});
+    let before = (g.term(), g.status().vote, g.leader());
+    g.step(Message {
+        from: 1,
+        to: 2,
+        term: before.0 + 4,
+        body: MessageBody::NotMember,
+    })
+    .unwrap();
+    assert_eq!((g.term(), g.status().vote, g.leader()), before);
+    assert!(!g.has_ready() || g.ready().hard_state.is_none());
+}

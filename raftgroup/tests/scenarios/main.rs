@@ -24,6 +24,7 @@ mod net;
 
 mod election;
 mod idle_catch_up;
+mod lease;
 mod membership;
 mod prevote_check_quorum;
 mod quiescence;
@@ -31,4 +32,5 @@ mod read_index;
 mod replication;
 mod safety;
 mod snapshots;
+mod storage_errors;
 mod transfer;

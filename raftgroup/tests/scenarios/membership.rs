@@ -93,8 +93,8 @@ fn membership_learner_catches_up_and_is_promoted() {
     // an entry the learner stores stays uncommitted.
     let others: Vec<ReplicaId> = (1..=3).filter(|&v| v != leader).collect();
     for &v in &others {
-        sim.cut.insert((leader, v));
-        sim.cut.insert((v, leader));
+        sim.net.cut.insert((leader, v));
+        sim.net.cut.insert((v, leader));
     }
     let commit_before = sim.group(leader).unwrap().commit_index();
     sim.propose(leader).expect("accepted");
@@ -182,4 +182,160 @@ fn membership_removing_the_leader() {
         let again = sim.add_learner().expect("accepted");
         assert_eq!(again, 5, "seed {seed}: not {old} nor {learner} again");
     }
+}
+
+/// A single voter that has led and committed its no-op, persisted and
+/// applied by hand; returns it.
+fn single_voter_leader() -> RaftGroup<MemStore> {
+    let mut g = RaftGroup::new(Config::new(1), MemStore::new_with_voters([1])).unwrap();
+    g.campaign().unwrap();
+    persist_and_apply(&mut g);
+    assert!(g.is_leader());
+    g
+}
+
+/// Persist a Ready, apply every committed entry (configuration changes
+/// included), advance.
+fn persist_and_apply(g: &mut RaftGroup<MemStore>) {
+    while g.has_ready() {
+        let ready = g.ready();
+        if let Some(s) = ready.snapshot.clone() {
+            g.store_mut().apply_snapshot(s).unwrap();
+        }
+        g.store_mut().append(&ready.entries).unwrap();
+        if let Some(hs) = ready.hard_state {
+            g.store_mut().set_hard_state(hs);
+        }
+        for e in &ready.committed_entries {
+            if e.kind == EntryKind::ConfChange {
+                let conf = g
+                    .apply_conf_change(&ConfChange::decode(&e.data).unwrap())
+                    .unwrap();
+                g.store_mut().set_conf_state(conf);
+            }
+        }
+        g.advance(ready);
+    }
+}
+
+/// m2, the contract the engine needs: committed entries it holds back
+/// (advance_append, then advance_apply_to what it really applied) keep
+/// the core's applied index where the application is, so the rules that
+/// depend on it hold: one configuration change at a time, no quiescence.
+#[test]
+fn membership_m2_held_entries_keep_the_applied_index_honest() {
+    let mut g = single_voter_leader();
+    let index = g.propose_conf_change(ConfChange::AddLearner(2)).unwrap();
+    let ready = g.ready();
+    g.store_mut().append(&ready.entries).unwrap();
+    g.advance_append(ready);
+    let ready = g.ready();
+    assert_eq!(ready.committed_entries.last().map(|e| e.index), Some(index));
+    let held = ready.committed_entries.clone();
+    g.advance_append(ready);
+    assert_eq!(g.applied_index(), index - 1, "held: not applied");
+    assert_eq!(
+        g.propose_conf_change(ConfChange::AddLearner(3)),
+        Err(Error::ConfChangePending { index }),
+    );
+    assert!(!g.quiesce(), "never quiesce with entries unapplied");
+    // The engine applies it later.
+    let conf = g
+        .apply_conf_change(&ConfChange::decode(&held[0].data).unwrap())
+        .unwrap();
+    g.store_mut().set_conf_state(conf);
+    g.advance_apply_to(index);
+    assert_eq!(g.applied_index(), index);
+    g.propose_conf_change(ConfChange::AddLearner(3)).unwrap();
+}
+
+/// m3: a snapshot does not replace the configuration while entries handed
+/// out earlier are still being applied: their changes would then apply on
+/// top of the snapshot's later configuration. It is ignored until they
+/// are applied.
+#[test]
+fn membership_m3_no_snapshot_while_entries_are_being_applied() {
+    let mut g = lone(2, |c| c.lease_on_start = false);
+    let change = Entry {
+        term: 6,
+        index: 7,
+        kind: EntryKind::ConfChange,
+        data: ConfChange::AddLearner(4).encode(),
+    };
+    g.step(Message {
+        from: 1,
+        to: 2,
+        term: 6,
+        body: MessageBody::Append {
+            prev_index: BOOTSTRAP_INDEX,
+            prev_term: BOOTSTRAP_TERM,
+            entries: vec![Entry::new(6, 6, Bytes::new()), change],
+            commit: 7,
+        },
+    })
+    .unwrap();
+    let ready = g.ready();
+    g.store_mut().append(&ready.entries).unwrap();
+    if let Some(hs) = ready.hard_state {
+        g.store_mut().set_hard_state(hs);
+    }
+    g.advance_append(ready);
+    let ready = g.ready();
+    assert_eq!(ready.committed_entries.len(), 2, "6 and 7 to apply");
+    g.advance_append(ready);
+
+    // A snapshot at 20 whose configuration already removed learner 4.
+    let later = flotilla_raftgroup::ConfState {
+        voters: vec![1, 2, 3],
+        learners: vec![],
+    };
+    let snapshot = |index| Message {
+        from: 1,
+        to: 2,
+        term: 6,
+        body: MessageBody::InstallSnapshot {
+            snapshot: flotilla_raftgroup::Snapshot {
+                meta: flotilla_raftgroup::SnapshotMeta {
+                    index,
+                    term: 6,
+                    conf_state: later.clone(),
+                },
+                data: Bytes::new(),
+            },
+        },
+    };
+    g.step(snapshot(20)).unwrap();
+    let ready = g.ready();
+    assert!(ready.snapshot.is_none(), "ignored while 6 and 7 apply");
+    g.advance_append(ready);
+    // The application applies 6 and 7 (7 adds learner 4), then the
+    // snapshot comes again and is taken.
+    g.apply_conf_change(&ConfChange::AddLearner(4)).unwrap();
+    g.advance_apply_to(7);
+    g.step(snapshot(20)).unwrap();
+    let ready = g.ready();
+    assert_eq!(ready.snapshot.as_ref().map(|s| s.meta.index), Some(20));
+    assert_eq!(g.conf_state(), &later);
+}
+
+/// m5: compaction of the in-memory log keeps the configuration as of the
+/// compaction index; it refuses an index behind a change applied since,
+/// whose configuration it no longer knows.
+#[test]
+fn membership_m5_compaction_keeps_the_configuration_of_its_index() {
+    let mut g = single_voter_leader();
+    let index = g.propose_conf_change(ConfChange::AddLearner(2)).unwrap();
+    persist_and_apply(&mut g);
+    assert_eq!(g.applied_index(), index);
+    assert_eq!(
+        g.compact(index - 1, Bytes::new()),
+        Err(Error::CompactAcrossConfChange {
+            index: index - 1,
+            conf_index: index
+        })
+    );
+    g.compact(index, Bytes::new()).unwrap();
+    let snapshot = g.store().last_snapshot();
+    assert_eq!(snapshot.meta.index, index);
+    assert_eq!(snapshot.meta.conf_state.learners, vec![2]);
 }

@@ -115,3 +115,76 @@ fn read_index_batches_reads_into_one_heartbeat_round() {
         assert!(net.peers[&id].reads_dropped.is_empty());
     }
 }
+
+/// m6: a forwarded read is never lost silently. A candidate has no
+/// leader to pass it to and tells the asker to retry; an answer that
+/// arrives after the asker's term moved on is dropped as a retry; a leader
+/// that loses leadership answers its followers' pending reads only after
+/// its new term is durable.
+#[test]
+fn read_index_m6_forwarded_reads_are_answered_or_dropped_never_lost() {
+    // A candidate answers a forwarded read with "retry" (index 0).
+    let mut candidate = lone(1, |c| c.pre_vote = false);
+    candidate.campaign().unwrap();
+    take_ready(&mut candidate);
+    let term = candidate.term();
+    candidate
+        .step(Message {
+            from: 2,
+            to: 1,
+            term,
+            body: MessageBody::ReadIndex {
+                context: bytes("r"),
+            },
+        })
+        .unwrap();
+    let seen = take_ready(&mut candidate);
+    assert!(seen.messages_after_persist.iter().any(|m| m.to == 2
+        && matches!(&m.body, MessageBody::ReadIndexResponse { index: 0, context } if *context == bytes("r"))));
+
+    // An answer from an older term comes back as a dropped read.
+    let mut follower = lone(2, |c| c.lease_on_start = false);
+    follower
+        .step(vote_request(3, 2, 9, (BOOTSTRAP_INDEX + 5, 8)))
+        .unwrap();
+    take_ready(&mut follower);
+    assert_eq!(follower.term(), 9);
+    follower
+        .step(Message {
+            from: 1,
+            to: 2,
+            term: 8,
+            body: MessageBody::ReadIndexResponse {
+                context: bytes("late"),
+                index: 40,
+            },
+        })
+        .unwrap();
+    let ready = follower.ready();
+    assert_eq!(ready.reads_dropped, vec![bytes("late")]);
+    assert!(ready.read_states.is_empty());
+
+    // A leader with a follower's read pending steps down for a higher
+    // term: the "retry" answer waits for the persist of the new term.
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    net.g_mut(2).read_index(bytes("f")).unwrap();
+    net.pump(2);
+    net.step_queue(&mut |_, _| Fate::Deliver);
+    let term = net.g(1).term();
+    net.g_mut(1)
+        .step(Message {
+            from: 3,
+            to: 1,
+            term: term + 1,
+            body: MessageBody::HeartbeatResponse { seq: 0 },
+        })
+        .unwrap();
+    assert!(!net.g(1).is_leader());
+    let ready = net.g_mut(1).ready();
+    let retry = |m: &Message| {
+        m.to == 2 && matches!(m.body, MessageBody::ReadIndexResponse { index: 0, .. })
+    };
+    assert!(!ready.messages.iter().any(retry), "sent before the persist");
+    assert!(ready.messages_after_persist.iter().any(retry));
+}

@@ -215,3 +215,77 @@ fn membership_idle_leader_catches_up_new_learner() {
     assert_eq!(sim.applied_payloads(learner), sim.applied_payloads(leader));
     assert_eq!(sim.applied_payloads(learner).len(), 20);
 }
+
+/// m7: a caught-up follower that `report_unreachable` put in probe goes
+/// back to replicate on the next heartbeat answer (the empty append it
+/// triggers is acknowledged at what the leader knows it holds), not only
+/// with the next proposal.
+#[test]
+fn replication_m7_probe_returns_to_replicate_without_a_proposal() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    let state = |net: &Net| {
+        net.g(1)
+            .status()
+            .progress
+            .iter()
+            .find(|p| p.id == 2)
+            .map(|p| p.state)
+    };
+    assert_eq!(
+        state(&net),
+        Some(flotilla_raftgroup::ProgressState::Replicate)
+    );
+    net.g_mut(1).report_unreachable(2);
+    assert_eq!(state(&net), Some(flotilla_raftgroup::ProgressState::Probe));
+    net.run(u64::from(net.peers[&1].config.ticks_heartbeat) + 1);
+    assert_eq!(
+        state(&net),
+        Some(flotilla_raftgroup::ProgressState::Replicate)
+    );
+}
+
+/// m7: no snapshot is streamed to a follower not heard from this
+/// check-quorum round (it may be down); once it answers, it gets one.
+#[test]
+fn replication_m7_no_snapshot_to_an_inactive_follower() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    let away = std::cell::Cell::new(true);
+    let snapshots = std::cell::Cell::new(0);
+    let fate = |m: &Message, _: &Net| {
+        if matches!(m.body, MessageBody::InstallSnapshot { .. }) && m.to == 3 {
+            snapshots.set(snapshots.get() + 1);
+        }
+        if away.get() && (m.to == 3 || m.from == 3) {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    };
+    for i in 0..5 {
+        net.propose(1, &format!("w{i}"));
+    }
+    net.deliver_with(fate);
+    let applied = net.peers[&1].applied_index;
+    net.g_mut(1).compact(applied, Bytes::new()).unwrap();
+    net.g_mut(1).report_unreachable(3);
+    let emin = u64::from(net.peers[&1].config.ticks_election_min);
+    for _ in 0..4 * emin {
+        net.tick_all();
+        net.deliver_with(fate);
+    }
+    assert!(net.g(1).is_leader());
+    assert_eq!(
+        snapshots.get(),
+        0,
+        "streamed to a follower that never answers"
+    );
+    away.set(false);
+    for _ in 0..2 * emin {
+        net.tick_all();
+        net.deliver_with(fate);
+    }
+    assert!(snapshots.get() > 0, "sent once it answers");
+    assert_eq!(net.g(3).commit_index(), net.g(1).commit_index());
+}

@@ -15,7 +15,7 @@ fn snapshot_catches_up_follower_behind_compaction() {
     }
     sim_run(&mut sim, 5);
     let lagging_last = sim.group(lagging).unwrap().last_index();
-    sim.compact(leader);
+    sim.compact(leader).unwrap();
     let compacted_to = sim.group(leader).unwrap().first_index() - 1;
     assert_eq!(compacted_to, sim.applied_index(leader));
     assert!(
