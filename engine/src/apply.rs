@@ -211,18 +211,8 @@ pub(crate) fn apply_entry(
             ..
         } => {
             // Checks on the target's own state only: every replica decides
-            // alike. The local source was made to apply the freeze before
-            // this entry was handed here (`merge_must_wait`).
-            let why = if meta.frozen.is_some() {
-                Some("the target is itself frozen")
-            } else if meta.desc.end != source.start || meta.desc.end.is_empty() {
-                Some("ranges are not adjacent")
-            } else if replica_nodes(&meta.desc) != replica_nodes(&source) {
-                Some("replica sets differ")
-            } else {
-                None
-            };
-            if let Some(why) = why {
+            // alike.
+            if let Some(why) = commit_merge_refusal(meta, &source) {
                 effects.push(Effect::MergeRefused {
                     source: source.id,
                     target: meta.desc.clone(),
@@ -232,23 +222,23 @@ pub(crate) fn apply_entry(
                     source.id
                 )));
             }
-            match view.peers.get(&source.id) {
-                Some(local)
-                    if local.meta.frozen.map(|f| (f.target, f.index))
-                        == Some((range_id, freeze_index))
-                        && local.applied.0 >= freeze_index
-                        && local.meta.desc == source => {}
-                // Cannot happen while the protocol holds (a frozen source
-                // changes only by rollback, which follows a refusal here).
-                // Absorbing anyway keeps the range map identical on every
-                // replica; say it loudly.
-                local => tracing::error!(
-                    range_id,
-                    source = source.id,
-                    present = local.is_some(),
-                    "merge applied while the local source replica is not at its freeze"
-                ),
-            }
+            // The cycle holds the entry until the local source replica is
+            // at its freeze (`merge_readiness`), and for good if it never
+            // can be: a target never absorbs a span without its data.
+            let local = view.peers.get(&source.id);
+            assert!(
+                local.is_some_and(|l| l.meta.frozen
+                    == Some(Frozen {
+                        target: range_id,
+                        index: freeze_index
+                    })
+                    && l.applied.0 >= freeze_index
+                    && l.meta.desc == source),
+                "range {range_id}: CommitMerge of {} applied while the local source replica is not \
+                 at its freeze (present: {})",
+                source.id,
+                local.is_some()
+            );
             meta.desc.end = source.end.clone();
             meta.desc.epoch.version = meta.desc.epoch.version.max(source.epoch.version) + 1;
             batch.set_descriptor(range_id, &meta.encode());
@@ -281,6 +271,43 @@ pub(crate) fn apply_entry(
             Ok(Outcome::Done)
         }
     }
+}
+
+/// Why the target refuses a `CommitMerge` of `source`, from its own
+/// (replicated) state only; `None` when it absorbs it.
+fn commit_merge_refusal(meta: &RangeMeta, source: &RangeDescriptor) -> Option<&'static str> {
+    if meta.frozen.is_some() {
+        Some("the target is itself frozen")
+    } else if meta.desc.end != source.start || meta.desc.end.is_empty() {
+        Some("ranges are not adjacent")
+    } else if replica_nodes(&meta.desc) != replica_nodes(source) {
+        Some("replica sets differ")
+    } else {
+        None
+    }
+}
+
+/// A committed `CommitMerge` entry that the target `meta` will absorb
+/// (its version and checks pass): the source's descriptor, freeze index
+/// and freeze term. `None` for any other entry, or one the target refuses
+/// (which needs nothing from the local source).
+pub(crate) fn absorbing_merge(
+    meta: &RangeMeta,
+    data: &Bytes,
+) -> Option<(RangeDescriptor, u64, u64)> {
+    let Ok(Command::CommitMerge {
+        version,
+        source,
+        freeze_index,
+        freeze_term,
+    }) = Command::decode(data)
+    else {
+        return None;
+    };
+    if version != meta.desc.epoch.version || commit_merge_refusal(meta, &source).is_some() {
+        return None;
+    }
+    Some((source, freeze_index, freeze_term))
 }
 
 /// The payload of a write command for `ops` routed with `version`.

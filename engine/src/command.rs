@@ -89,6 +89,11 @@ pub(crate) fn is_commit_merge(data: &[u8]) -> bool {
     data.first() == Some(&TAG_COMMIT_MERGE)
 }
 
+/// Whether `data` holds a `PrepareMerge` (tag only, as above).
+pub(crate) fn is_prepare_merge(data: &[u8]) -> bool {
+    data.first() == Some(&TAG_PREPARE_MERGE)
+}
+
 impl Command {
     pub(crate) fn version(&self) -> u64 {
         match self {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
-use flotilla_raftgroup::{Index, RaftGroup, ReplicaId, Term};
+use flotilla_raftgroup::{EntryKind, Index, RaftGroup, ReplicaId, Term};
 use flotilla_router::range::ReplicaDescriptor;
 use flotilla_storage::wal::GroupLog;
 use tokio::sync::oneshot;
@@ -69,7 +69,6 @@ pub(crate) enum ReadWaiter {
 pub(crate) struct Peer {
     pub meta: RangeMeta,
     /// This node's replica of the range.
-    #[allow(dead_code)] // used by membership changes (admin issue)
     pub replica_id: ReplicaId,
     pub group: RaftGroup<GroupLog>,
     pub proposals: VecDeque<Proposal>,
@@ -81,9 +80,52 @@ pub(crate) struct Peer {
     pub compacted_at: Instant,
     /// The leader the last Ready reported (to count leader changes).
     pub leader_seen: ReplicaId,
+    /// Committed entries this replica cannot apply yet: from a
+    /// `CommitMerge` whose local source has not applied its freeze, on.
+    /// Raft is not told they are applied (`advance_apply_to` stops at
+    /// `applied`), so it neither quiesces nor takes a new configuration
+    /// change meanwhile.
+    pub held: Vec<flotilla_raftgroup::Entry>,
+    /// Why the held `CommitMerge` can never apply here, once known (the
+    /// alarm is raised once per hold, not once per cycle).
+    pub stuck: Option<String>,
+}
+
+/// What the log holds past the applied index: proposed (or committed)
+/// and not applied yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Unapplied {
+    pub conf_change: bool,
+    pub prepare_merge: bool,
 }
 
 impl Peer {
+    /// Look through the entries past `applied` (admin checks only: it
+    /// reads the log).
+    pub(crate) fn unapplied(&self) -> Result<Unapplied, Error> {
+        let from = self.applied.0 + 1;
+        let to = self.group.last_index() + 1;
+        let mut seen = Unapplied::default();
+        if from >= to {
+            return Ok(seen);
+        }
+        let entries = self.group.log_entries(from, to).map_err(|e| {
+            Error::Busy(format!(
+                "range {}: cannot read its unapplied log entries: {e}",
+                self.range_id()
+            ))
+        })?;
+        for entry in entries {
+            match entry.kind {
+                EntryKind::ConfChange => seen.conf_change = true,
+                EntryKind::Normal => {
+                    seen.prepare_merge |= crate::command::is_prepare_merge(&entry.data)
+                }
+            }
+        }
+        Ok(seen)
+    }
+
     pub(crate) fn range_id(&self) -> u64 {
         self.meta.desc.id
     }

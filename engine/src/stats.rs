@@ -48,6 +48,11 @@ pub struct NodeStats {
     /// Splits and merges the automatic checker started here.
     pub auto_splits: u64,
     pub auto_merges: u64,
+    /// Times a range had to hold a `CommitMerge` it can never apply here
+    /// (its local source replica is missing or not at the freeze): an
+    /// alarm, the range stops applying rather than absorb a span without
+    /// its data.
+    pub merges_stuck: u64,
     pub uptime_ms: u64,
 }
 
@@ -80,6 +85,7 @@ impl NodeStats {
             handovers,
             auto_splits,
             auto_merges,
+            merges_stuck,
             uptime_ms,
         } = other;
         self.proposals += proposals;
@@ -107,6 +113,7 @@ impl NodeStats {
         self.handovers += handovers;
         self.auto_splits += auto_splits;
         self.auto_merges += auto_merges;
+        self.merges_stuck += merges_stuck;
         self.uptime_ms = self.uptime_ms.max(*uptime_ms);
     }
 

@@ -487,3 +487,79 @@ fn merges_that_cannot_work_are_refused_clearly() {
         cluster.close().await.unwrap();
     });
 }
+
+/// A frozen merge source takes no membership or leadership change (C1 of
+/// the engine review): a replica removed after the freeze destroys the
+/// source's data on its node while the target replica there is about to
+/// absorb that span. Replication factor 2 and a stopped follower: the
+/// merge waits for it, frozen, and a removal of the live follower would
+/// otherwise be accepted (two voters would remain, both reachable).
+#[test]
+fn a_frozen_merge_source_refuses_membership_and_leadership_changes() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let mut cluster = Cluster::start_with(3, dir.path(), TICK, |c| {
+            c.request_timeout = Duration::from_secs(6);
+            c.replication_factor = 2;
+        })
+        .unwrap();
+        cluster.put("warm-up", "x").await.unwrap();
+        let leader = cluster.leader_of(b"").await.expect("a leader");
+        let right = cluster.node(leader).unwrap().split("m").await.unwrap();
+        eventually(
+            "the new range has a leader",
+            Duration::from_secs(10),
+            || async { leader_of_range(&cluster, right).await == Some(leader) },
+        )
+        .await;
+        let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+        cluster.stop(followers[1]).await.unwrap();
+        let driver = cluster.node_handle(leader).unwrap();
+        let merge = tokio::spawn(async move { driver.merge(1, right).await });
+        eventually("the source froze", Duration::from_secs(10), || async {
+            let ranges = cluster
+                .node(leader)
+                .unwrap()
+                .ranges()
+                .await
+                .unwrap_or_default();
+            ranges
+                .iter()
+                .any(|r| r.descriptor.id == right && r.merging_into == Some(1))
+        })
+        .await;
+        let engine = cluster.node(leader).unwrap();
+        let removed = engine.remove_replica(right, followers[0]).await;
+        assert!(
+            matches!(&removed, Err(Error::Busy(m)) if m.contains("merge")),
+            "removal from a frozen source: {removed:?}"
+        );
+        let moved = engine.transfer_leader(right, followers[0]).await;
+        assert!(
+            matches!(&moved, Err(Error::Busy(m)) if m.contains("merge")),
+            "leadership transfer of a frozen source: {moved:?}"
+        );
+        let added = engine.add_replica(right, followers[1]).await;
+        assert!(
+            matches!(&added, Err(Error::Busy(m)) if m.contains("merge")),
+            "addition to a frozen source: {added:?}"
+        );
+        // The lagging replica never catches up: the merge rolls back.
+        assert!(merge.await.unwrap().is_err());
+        cluster.restart(followers[1]).unwrap();
+        let running = [1, 2, 3];
+        eventually(
+            "two unfrozen ranges on every node",
+            Duration::from_secs(20),
+            || async { maps_agree(&cluster, &running).await.map(|m| m.len()) == Some(2) },
+        )
+        .await;
+        for id in running {
+            let ranges = cluster.node(id).unwrap().ranges().await.unwrap();
+            let r = ranges.iter().find(|r| r.descriptor.id == right).unwrap();
+            assert_eq!(r.descriptor.replicas.len(), 3, "node {id}: {r:?}");
+        }
+        cluster.close().await.unwrap();
+    });
+}

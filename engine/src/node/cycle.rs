@@ -23,8 +23,12 @@ impl Node {
     pub(super) fn cycle(&mut self) -> Result<bool, Error> {
         let mut wal_batch = WriteBatch::new();
         let mut readies = Vec::new();
+        let mut held_only = Vec::new();
         for (&range_id, peer) in self.peers.iter_mut() {
             if !peer.group.has_ready() {
+                if !peer.held.is_empty() {
+                    held_only.push(range_id);
+                }
                 continue;
             }
             let ready = peer.group.ready();
@@ -42,7 +46,8 @@ impl Node {
             }
             readies.push((range_id, ready));
         }
-        if readies.is_empty() && self.held.is_empty() {
+        if readies.is_empty() && held_only.is_empty() {
+            self.holding = false;
             return Ok(false);
         }
         // A leader's appends may leave before its own persist: the disk
@@ -75,18 +80,21 @@ impl Node {
         // Each range's entries: first those held back by an earlier cycle.
         let mut work: Vec<(RangeId, Vec<flotilla_raftgroup::Entry>)> = Vec::new();
         for (range_id, ready) in readies.iter_mut() {
-            let mut entries = self.held.remove(range_id).unwrap_or_default();
+            let Some(peer) = self.peers.get_mut(range_id) else {
+                continue;
+            };
+            let mut entries = std::mem::take(&mut peer.held);
             entries.append(&mut ready.committed_entries);
             if !entries.is_empty() {
                 work.push((*range_id, entries));
             }
         }
-        let held_only: Vec<RangeId> = self.held.keys().copied().collect();
         for range_id in held_only {
-            if let Some(entries) = self.held.remove(&range_id) {
-                work.push((range_id, entries));
+            if let Some(peer) = self.peers.get_mut(&range_id) {
+                work.push((range_id, std::mem::take(&mut peer.held)));
             }
         }
+        let mut holding = false;
         let applied_before = self.stats.entries_applied;
         let touched: Vec<RangeId> = work.iter().map(|(id, _)| *id).collect();
         let mut to_pull = Vec::new();
@@ -108,14 +116,48 @@ impl Node {
                     continue;
                 }
                 if entry.kind == EntryKind::Normal && crate::command::is_commit_merge(&entry.data) {
-                    if let Some(source) = self.merge_source_elsewhere(&entry.data) {
-                        to_pull.push(source);
-                        rest.push(entry);
-                        continue;
-                    }
-                    if merge_must_wait(&mut self.peers, &entry.data) {
-                        rest.push(entry);
-                        continue;
+                    if let Some((source, freeze_index, freeze_term)) =
+                        absorbing_merge(&peer.meta, &entry.data)
+                    {
+                        if self.merge_source_elsewhere(source.id) {
+                            to_pull.push(source.id);
+                            rest.push(entry);
+                            continue;
+                        }
+                        match merge_must_wait(
+                            &mut self.peers,
+                            range_id,
+                            &source,
+                            freeze_index,
+                            freeze_term,
+                        ) {
+                            MergeReadiness::Ready => peer.stuck = None,
+                            MergeReadiness::Wait => {
+                                rest.push(entry);
+                                continue;
+                            }
+                            MergeReadiness::Stuck(why) => {
+                                if peer.stuck.as_deref() != Some(why.as_str()) {
+                                    // Impossible while the protocol holds;
+                                    // absorbing would leave this replica
+                                    // without the source's data (and its
+                                    // snapshots would spread the hole).
+                                    tracing::error!(
+                                        range_id,
+                                        source = source.id,
+                                        index = entry.index,
+                                        reason = %why,
+                                        "ALARM: a merge cannot apply on this replica; the range \
+                                         stops applying here until an operator looks"
+                                    );
+                                    metrics::counter!("flotilla_merges_stuck_total").increment(1);
+                                    self.stats.merges_stuck += 1;
+                                    peer.stuck = Some(why);
+                                }
+                                rest.push(entry);
+                                continue;
+                            }
+                        }
                     }
                 }
                 let outcome = match entry.kind {
@@ -160,11 +202,11 @@ impl Node {
                     peer.applied = (index, term);
                 }
             }
-            if !rest.is_empty() {
-                self.held.insert(range_id, rest);
-            }
+            holding |= !rest.is_empty();
+            peer.held = rest;
             self.peers.insert(range_id, peer);
         }
+        self.holding = holding;
         let applied_any = !replies.is_empty();
         fail_points(&effects, "persisted");
         apply.commit()?;
@@ -228,7 +270,9 @@ impl Node {
                     u64::from_le_bytes(raw)
                 })
                 .collect();
-            peer.group.advance(ready);
+            // Held entries are not applied: Raft hears of what is.
+            peer.group.advance_append(ready);
+            peer.group.advance_apply_to(peer.applied.0);
             let error = peer.not_leader();
             let mut failed = Vec::new();
             for context in dropped {
@@ -308,7 +352,6 @@ impl Node {
     ) -> Result<(), Error> {
         self.applied_shared.write().remove(&source);
         self.frozen_since.remove(&source);
-        self.held.remove(&source);
         self.shards.placement.forget(source);
         if let Some(mut peer) = self.peers.remove(&source) {
             peer.fail_all(&Error::EpochMismatch {

@@ -101,6 +101,27 @@ pub(crate) fn changed_descriptor(
     Ok(next)
 }
 
+/// Why a membership entry made for configuration `version` must not
+/// apply to `meta`. Replicated state only, so every replica refuses alike.
+/// A frozen merge source changes membership never: the propose-time check
+/// (`refuse_if_merging`) cannot see a change an earlier leader proposed.
+pub(crate) fn refusal_at_apply(meta: &RangeMeta, version: u64) -> Result<(), Error> {
+    let range_id = meta.desc.id;
+    if let Some(f) = meta.frozen {
+        return Err(Error::AdminRefused(format!(
+            "range {range_id} is frozen for a merge into range {}: no membership change",
+            f.target
+        )));
+    }
+    if version != meta.desc.epoch.conf_version {
+        return Err(Error::AdminRefused(format!(
+            "range {range_id}: configuration version is {}, the change was made for {version}",
+            meta.desc.epoch.conf_version
+        )));
+    }
+    Ok(())
+}
+
 /// The Raft configuration a descriptor stands for.
 pub(crate) fn conf_of(desc: &RangeDescriptor) -> ConfState {
     let ids = |role: ReplicaRole| {
@@ -193,6 +214,34 @@ impl Node {
         Ok(())
     }
 
+    /// A range taking part in a merge takes no membership or leadership
+    /// change: a frozen source must keep exactly the replicas that hold
+    /// its freeze until the target absorbs it (a replica removed then
+    /// would destroy data the target's replica on that node is about to
+    /// absorb), and the driver must keep leading both ranges. The freeze
+    /// may be applied, proposed here, or proposed by an earlier leader.
+    fn refuse_if_merging(&self, range_id: RangeId) -> Result<(), Error> {
+        let peer = self
+            .peers
+            .get(&range_id)
+            .ok_or_else(|| Error::RangeNotFound(format!("range {range_id} has no replica here")))?;
+        if let Some(f) = peer.meta.frozen {
+            return Err(Error::Busy(format!(
+                "range {range_id} is frozen for a merge into range {}; retry when the merge is \
+                 done or rolled back",
+                f.target
+            )));
+        }
+        let driven = self.merges.contains_key(&range_id)
+            || self.merges.values().any(|job| job.target == range_id);
+        if driven || peer.unapplied()?.prepare_merge {
+            return Err(Error::Busy(format!(
+                "range {range_id} takes part in a merge in progress; retry when it is done"
+            )));
+        }
+        Ok(())
+    }
+
     /// Answer at once (nothing to do, or refused), or track the change
     /// until it completes.
     fn begin_membership_job(
@@ -232,9 +281,7 @@ impl Node {
         let result = (|| -> Result<Option<(ReplicaId, Phase)>, Error> {
             self.refuse_if_busy(range_id)?;
             let peer = self.leader_peer(range_id)?;
-            if peer.meta.frozen.is_some() {
-                return Err(Error::Busy(format!("range {range_id} is being merged")));
-            }
+            self.refuse_if_merging(range_id)?;
             let known = self
                 .network
                 .as_ref()
@@ -282,6 +329,7 @@ impl Node {
             let Some(target) = peer.meta.desc.replica_on(node).copied() else {
                 return Ok(None); // Already gone.
             };
+            self.refuse_if_merging(range_id)?;
             if target.replica_id == peer.replica_id {
                 return Err(Error::AdminRefused(format!(
                     "node {node} holds the leader of range {range_id}; transfer leadership \
@@ -351,13 +399,7 @@ impl Node {
             // The merge driver must keep leading both ranges until it has
             // proposed the CommitMerge (else the freeze waits for the
             // orphan check to undo it).
-            let merging = self.merges.contains_key(&range_id)
-                || self.merges.values().any(|job| job.target == range_id);
-            if merging {
-                return Err(Error::Busy(format!(
-                    "range {range_id} takes part in a merge driven here; retry when it is done"
-                )));
-            }
+            self.refuse_if_merging(range_id)?;
             let peer = self
                 .peers
                 .get_mut(&range_id)
@@ -559,12 +601,7 @@ impl Node {
         let (node, version) = decode_context(context).ok_or_else(|| {
             Error::InvalidRequest("membership entry without its node context".into())
         })?;
-        if version != peer.meta.desc.epoch.conf_version {
-            return Err(Error::AdminRefused(format!(
-                "range {range_id}: configuration version is {}, the change was made for {version}",
-                peer.meta.desc.epoch.conf_version
-            )));
-        }
+        refusal_at_apply(&peer.meta, version)?;
         let desc =
             changed_descriptor(&peer.meta.desc, &change, node).map_err(Error::AdminRefused)?;
         let tell_removed = match change {
@@ -887,6 +924,23 @@ mod tests {
         assert!(changed_descriptor(&d, &ConfChange::AddVoter(2), 2).is_err());
         assert!(changed_descriptor(&d, &ConfChange::Remove(9), 9).is_err());
         assert!(changed_descriptor(&d, &ConfChange::Remove(2), 3).is_err());
+    }
+
+    #[test]
+    fn a_frozen_merge_source_refuses_membership_changes_at_apply() {
+        let mut meta = RangeMeta {
+            desc: desc(),
+            frozen: None,
+        };
+        let version = meta.desc.epoch.conf_version;
+        assert!(refusal_at_apply(&meta, version).is_ok());
+        assert!(refusal_at_apply(&meta, version + 1).is_err());
+        meta.frozen = Some(crate::meta::Frozen {
+            target: 9,
+            index: 30,
+        });
+        let err = refusal_at_apply(&meta, version).unwrap_err();
+        assert!(err.to_string().contains("frozen"), "{err}");
     }
 
     #[test]

@@ -85,6 +85,17 @@ impl Node {
                     "a merge of range {right} is in progress"
                 )));
             }
+            // A membership change still in the log would apply after the
+            // freeze (and be refused there) or move the replica sets under
+            // the merge: let it finish first.
+            for p in [l, r] {
+                let id = p.range_id();
+                if self.membership.contains_key(&id) || p.unapplied()?.conf_change {
+                    return Err(Error::Busy(format!(
+                        "range {id} has a membership change in progress; merge when it is done"
+                    )));
+                }
+            }
             Ok(())
         })();
         if let Err(e) = check {
@@ -385,43 +396,161 @@ pub(crate) fn replica_nodes(desc: &RangeDescriptor) -> Vec<u64> {
 }
 
 impl Node {
-    /// The source of a `CommitMerge` entry when it is on this node but in
-    /// another loop: the entry waits while the source is pulled over.
-    pub(super) fn merge_source_elsewhere(&self, data: &Bytes) -> Option<RangeId> {
-        if self.shards.count() == 1 {
-            return None;
-        }
-        let Ok(Command::CommitMerge { source, .. }) = Command::decode(data) else {
-            return None;
-        };
-        (!self.peers.contains_key(&source.id) && self.on_node(source.id)).then_some(source.id)
+    /// Whether `source` is on this node but in another loop: a
+    /// `CommitMerge` waits while it is pulled over.
+    pub(super) fn merge_source_elsewhere(&self, source: RangeId) -> bool {
+        self.shards.count() > 1 && !self.peers.contains_key(&source) && self.on_node(source)
     }
 }
 
-/// Whether a `CommitMerge` entry must wait for the local source replica to
-/// apply its freeze. Tells the source the freeze is committed so it can.
-pub(super) fn merge_must_wait(peers: &mut BTreeMap<RangeId, Peer>, data: &Bytes) -> bool {
-    let Ok(Command::CommitMerge {
-        source,
-        freeze_index,
-        freeze_term,
-        ..
-    }) = Command::decode(data)
-    else {
-        return false;
+/// What a target replica may do with a `CommitMerge` it will absorb,
+/// judged from its local source replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum MergeReadiness {
+    /// The local source is frozen for this merge and applied its freeze.
+    Ready,
+    /// The local source has not applied its freeze yet.
+    Wait,
+    /// The local source can never get there (missing, frozen for another
+    /// merge, changed): the protocol was broken somewhere. The target must
+    /// hold the entry, not absorb a span whose data is not here.
+    Stuck(String),
+}
+
+/// The local source replica as `merge_readiness` sees it.
+pub(super) struct LocalSource<'a> {
+    pub frozen: Option<Frozen>,
+    pub applied: u64,
+    pub desc: &'a RangeDescriptor,
+}
+
+/// Decide on a `CommitMerge` of `source` (frozen at `freeze_index`) into
+/// `target`, from this node's replica of the source, if any.
+pub(super) fn merge_readiness(
+    target: RangeId,
+    source: &RangeDescriptor,
+    freeze_index: u64,
+    local: Option<LocalSource<'_>>,
+) -> MergeReadiness {
+    let Some(local) = local else {
+        return MergeReadiness::Stuck(format!(
+            "no replica of the source range {} on this node",
+            source.id
+        ));
     };
-    let Some(local) = peers.get_mut(&source.id) else {
-        return false;
+    let expected = Frozen {
+        target,
+        index: freeze_index,
     };
-    if local.applied.0 >= freeze_index {
-        return false;
+    if local.applied < freeze_index {
+        return match local.frozen {
+            None => MergeReadiness::Wait,
+            Some(f) => MergeReadiness::Stuck(format!(
+                "the source replica here is frozen at {} for range {}, not at {freeze_index} for \
+                 range {target}",
+                f.index, f.target
+            )),
+        };
     }
-    if !local.group.commit_known(freeze_index, freeze_term) {
-        tracing::debug!(
-            range_id = source.id,
-            freeze_index,
-            "merge waits: the source replica here does not hold the freeze entry yet"
+    if local.frozen != Some(expected) {
+        return MergeReadiness::Stuck(format!(
+            "the source replica here applied {} but is frozen as {:?}, not for this merge",
+            local.applied, local.frozen
+        ));
+    }
+    if local.desc != source {
+        return MergeReadiness::Stuck(format!(
+            "the source replica here has descriptor {:?}, the merge carries {:?}",
+            local.desc, source
+        ));
+    }
+    MergeReadiness::Ready
+}
+
+/// `merge_readiness` against the loop's peers; while it waits, tells the
+/// local source the freeze is committed so that it can apply it.
+pub(super) fn merge_must_wait(
+    peers: &mut BTreeMap<RangeId, Peer>,
+    target: RangeId,
+    source: &RangeDescriptor,
+    freeze_index: u64,
+    freeze_term: u64,
+) -> MergeReadiness {
+    let local = peers.get(&source.id).map(|p| LocalSource {
+        frozen: p.meta.frozen,
+        applied: p.applied.0,
+        desc: &p.meta.desc,
+    });
+    let readiness = merge_readiness(target, source, freeze_index, local);
+    if readiness == MergeReadiness::Wait {
+        if let Some(local) = peers.get_mut(&source.id) {
+            if !local.group.commit_known(freeze_index, freeze_term) {
+                tracing::debug!(
+                    range_id = source.id,
+                    freeze_index,
+                    "merge waits: the source replica here does not hold the freeze entry yet"
+                );
+            }
+        }
+    }
+    readiness
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(id: RangeId, start: &'static str, end: &'static str) -> RangeDescriptor {
+        let mut d = RangeDescriptor::whole_key_space(id, vec![]);
+        d.start = Bytes::from_static(start.as_bytes());
+        d.end = Bytes::from_static(end.as_bytes());
+        d
+    }
+
+    #[test]
+    fn a_commit_merge_without_its_local_source_holds_instead_of_absorbing() {
+        let source = desc(7, "m", "");
+        let frozen = Some(Frozen {
+            target: 1,
+            index: 40,
+        });
+        let at = |frozen, applied, desc| LocalSource {
+            frozen,
+            applied,
+            desc,
+        };
+        assert_eq!(
+            merge_readiness(1, &source, 40, Some(at(frozen, 40, &source))),
+            MergeReadiness::Ready
         );
+        assert_eq!(
+            merge_readiness(1, &source, 40, Some(at(None, 39, &source))),
+            MergeReadiness::Wait
+        );
+        // Missing (destroyed by a removal, lost to a crash): hold, never absorb.
+        assert!(matches!(
+            merge_readiness(1, &source, 40, None),
+            MergeReadiness::Stuck(_)
+        ));
+        // Frozen for another merge, or unfrozen past the freeze.
+        let other = Some(Frozen {
+            target: 3,
+            index: 12,
+        });
+        assert!(matches!(
+            merge_readiness(1, &source, 40, Some(at(other, 12, &source))),
+            MergeReadiness::Stuck(_)
+        ));
+        assert!(matches!(
+            merge_readiness(1, &source, 40, Some(at(None, 45, &source))),
+            MergeReadiness::Stuck(_)
+        ));
+        // A descriptor that changed after the freeze (a membership change).
+        let mut changed = source.clone();
+        changed.epoch.conf_version += 1;
+        assert!(matches!(
+            merge_readiness(1, &source, 40, Some(at(frozen, 41, &changed))),
+            MergeReadiness::Stuck(_)
+        ));
     }
-    true
 }

@@ -27,11 +27,11 @@ use flotilla_storage::wal::{Wal, WriteBatch};
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
-use crate::apply::{apply_entry, write_command, Effect, LocalView};
+use crate::apply::{absorbing_merge, apply_entry, write_command, Effect, LocalView};
 use crate::command::{Command, WriteOp};
 use crate::config::{EngineConfig, ReadMode};
 use crate::error::Error;
-use crate::meta::RangeMeta;
+use crate::meta::{Frozen, RangeMeta};
 use crate::network::Network;
 use crate::peer::{ApplyTiming, Outcome, Peer, Proposal, ReadWaiter, Reply};
 use crate::stats::NodeStats;
@@ -50,7 +50,7 @@ mod snapshots;
 use autosplit::{AutoSplit, Measured};
 use membership::{MembershipJob, TransferJob};
 pub(crate) use merge::replica_nodes;
-use merge::{merge_must_wait, MergeJob};
+use merge::{merge_must_wait, MergeJob, MergeReadiness};
 use shards::{overlaps, Parked, Whereabouts};
 pub(crate) use shards::{Adopted, Mailbox, Shards};
 
@@ -226,9 +226,10 @@ pub(crate) struct Node {
     frozen_since: HashMap<RangeId, Instant>,
     /// Load and size tracking for automatic splits and merges.
     auto: AutoSplit,
-    /// Committed entries a range cannot apply yet: from a `CommitMerge`
-    /// whose local source has not applied its freeze, on.
-    held: BTreeMap<RangeId, Vec<flotilla_raftgroup::Entry>>,
+    /// Some range of this loop may hold committed entries it could not
+    /// apply yet (`Peer::held`): cycles must look again. Cleared by the
+    /// cycle that finds none.
+    holding: bool,
     /// The last round of cycles stopped while still finding work.
     cycle_pending: bool,
     membership: HashMap<RangeId, MembershipJob>,
@@ -288,7 +289,7 @@ impl Node {
             let mut handled = 0;
             // Anything but a tick may give a group a ready; a tick only
             // when it ticked an awake group or ran a job (see `tick`).
-            let mut busy = self.cycle_pending || !self.held.is_empty();
+            let mut busy = self.cycle_pending || self.holding;
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Tick => busy |= self.tick(),

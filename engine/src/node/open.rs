@@ -41,7 +41,7 @@ impl Node {
                 merges: HashMap::new(),
                 frozen_since: HashMap::new(),
                 auto: AutoSplit::new(started, &config.auto_split),
-                held: BTreeMap::new(),
+                holding: false,
                 cycle_pending: false,
                 membership: HashMap::new(),
                 transfers: HashMap::new(),
@@ -264,6 +264,8 @@ impl Node {
                 applied,
                 compacted_at: Instant::now(),
                 leader_seen: flotilla_raftgroup::NO_REPLICA,
+                held: Vec::new(),
+                stuck: None,
             },
         );
         // Vote requests that came before the range existed here (a split

@@ -183,7 +183,6 @@ pub(super) enum Whereabouts {
 /// loop kept about it.
 pub(crate) struct Adopted {
     peer: Peer,
-    held: Option<Vec<flotilla_raftgroup::Entry>>,
     frozen_since: Option<Instant>,
     merge: Option<MergeJob>,
     membership: Option<MembershipJob>,
@@ -372,7 +371,6 @@ impl Node {
         self.pulling.remove(&range_id);
         let adopted = Adopted {
             peer,
-            held: self.held.remove(&range_id),
             frozen_since: self.frozen_since.remove(&range_id),
             merge: self.merges.remove(&range_id),
             membership: self.membership.remove(&range_id),
@@ -391,9 +389,7 @@ impl Node {
     pub(super) fn adopt(&mut self, adopted: Adopted) {
         let range_id = adopted.peer.range_id();
         self.pulling.remove(&range_id);
-        if let Some(held) = adopted.held {
-            self.held.insert(range_id, held);
-        }
+        self.holding |= !adopted.peer.held.is_empty();
         if let Some(since) = adopted.frozen_since {
             self.frozen_since.insert(range_id, since);
         }
